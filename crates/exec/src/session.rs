@@ -1,0 +1,392 @@
+//! Sessions (state carried between calls) and one-shot calls (none), over any backend.
+//!
+//! A session is spawn-per-call: every command is a fresh bash, which makes timeouts and kills
+//! simple and keeps one call's shell options (`set -e`) out of the next. What carries over is kept
+//! in the session's private state directory:
+//! - `snapshot`: exported variables, functions and aliases, first taken from a login shell when the
+//!   session starts, then re-dumped after every command that finishes (see `SESSION_WRAPPER`);
+//! - the working directory, which the wrapper writes after the command.
+//!
+//! The wrapper writes `snapshot.next` then `cwd.next`; this module publishes them only when
+//! `cwd.next` exists, renaming `snapshot.next` over `snapshot` (atomic), so a killed or `exit`ing
+//! command leaves the previous state whole.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use slotbox_protocol::EXIT_INTERRUPTED;
+use slotbox_protocol::EXIT_TIMEOUT;
+use slotbox_protocol::ExecResult;
+
+use crate::Error;
+use crate::Result;
+use crate::backend::Backend;
+use crate::env::EnvPolicy;
+use crate::limits::Interrupt;
+use crate::limits::StallTimeout;
+use crate::limits::Timeout;
+use crate::output::OutputCap;
+use crate::plan::HostLayout;
+use crate::plan::PlanInput;
+use crate::plan::ShellInvocation;
+use crate::plan::ShellScript;
+use crate::spawn::Ending;
+use crate::spawn::RunSpec;
+
+/// A working directory longer than this is not a path bash printed (`PATH_MAX` is 4096).
+const MAX_CWD_BYTES: u64 = 4096;
+
+/// One command and its limits.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    /// The command text, run by bash.
+    pub command: String,
+    /// Data piped to the command's stdin, which is then closed; `None` means stdin is `/dev/null`.
+    pub stdin: Option<Vec<u8>>,
+    /// Wall-clock limit; `None` means none.
+    pub timeout: Option<Timeout>,
+    /// No-output limit; `None` means none.
+    pub stall_timeout: Option<StallTimeout>,
+    /// Interrupt handle.
+    pub interrupt: Option<Interrupt>,
+    /// Output cap.
+    pub max_output: OutputCap,
+}
+
+impl ExecRequest {
+    /// `command` with the default timeout and cap, no stdin.
+    pub fn new(command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+            stdin: None,
+            timeout: Some(Timeout::DEFAULT),
+            stall_timeout: None,
+            interrupt: None,
+            max_output: OutputCap::default(),
+        }
+    }
+
+    /// Sets the wall-clock limit (`None`: no limit).
+    pub fn timeout(mut self, timeout: Option<Timeout>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the no-output limit.
+    pub fn stall_timeout(mut self, stall_timeout: StallTimeout) -> Self {
+        self.stall_timeout = Some(stall_timeout);
+        self
+    }
+
+    /// Pipes `data` to stdin.
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(data.into());
+        self
+    }
+
+    /// Watches `interrupt`.
+    pub fn interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = Some(interrupt);
+        self
+    }
+
+    /// Sets the output cap.
+    pub fn max_output(mut self, cap: OutputCap) -> Self {
+        self.max_output = cap;
+        self
+    }
+}
+
+/// Where and how commands run.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The backend.
+    pub backend: Backend,
+    /// The workspace directory on the host; it must exist.
+    pub workspace: PathBuf,
+    /// The starting directory as the backend sees it; default: the workspace.
+    pub cwd: Option<String>,
+    /// The command environment.
+    pub env: EnvPolicy,
+    /// Where to create session state directories; default: the system temp directory.
+    pub state_root: Option<PathBuf>,
+}
+
+impl SessionConfig {
+    /// A config with the default environment policy.
+    pub fn new(backend: Backend, workspace: impl Into<PathBuf>) -> Self {
+        Self {
+            backend,
+            workspace: workspace.into(),
+            cwd: None,
+            env: EnvPolicy::default(),
+            state_root: None,
+        }
+    }
+}
+
+/// Everything a call needs that does not change between calls.
+#[derive(Debug)]
+struct Prepared {
+    backend: Backend,
+    layout: Arc<HostLayout>,
+    workspace: PathBuf,
+    workspace_inside: String,
+    env: BTreeMap<String, String>,
+}
+
+impl Prepared {
+    async fn new(config: &SessionConfig) -> Result<Self> {
+        if !config.workspace.is_dir() {
+            return Err(Error::WorkspaceMissing {
+                path: config.workspace.clone(),
+            });
+        }
+        let layout = crate::probe::host_layout()?;
+        if let Backend::Bubblewrap(bwrap) = &config.backend {
+            crate::probe::bubblewrap(bwrap, &layout, &config.workspace).await?;
+        }
+        let workspace_inside = config.backend.workspace_path(&config.workspace)?;
+        let parent = crate::env::parent_env();
+        let defaults = config.backend.default_env(&config.workspace);
+        let defaults: Vec<(&str, &str)> = defaults
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let env = config.env.resolve(
+            parent.iter().map(|(name, value)| (name.as_str(), value.as_str())),
+            &defaults,
+        );
+        Ok(Self {
+            backend: config.backend.clone(),
+            layout,
+            workspace: config.workspace.clone(),
+            workspace_inside,
+            env,
+        })
+    }
+
+    async fn run(
+        &self,
+        invocation: &ShellInvocation,
+        session_dir: Option<&Path>,
+        request: &ExecRequest,
+    ) -> Result<crate::spawn::RunOutcome> {
+        let plan = self.backend.plan(&PlanInput {
+            layout: &self.layout,
+            workspace: &self.workspace,
+            session_dir,
+            env: &self.env,
+            invocation,
+        })?;
+        crate::spawn::run(RunSpec {
+            plan: &plan,
+            stdin: request.stdin.clone(),
+            timeout: request.timeout,
+            stall_timeout: request.stall_timeout,
+            interrupt: request.interrupt.as_ref(),
+            cap: request.max_output,
+        })
+        .await
+    }
+}
+
+/// A shell session: cwd, exported variables, functions and aliases persist between calls.
+#[derive(Debug)]
+pub struct Session {
+    prepared: Prepared,
+    /// Removed (with everything in it) when the session is dropped.
+    state: tempfile::TempDir,
+    cwd: String,
+}
+
+impl Session {
+    /// Starts a session: checks the backend (a sandbox that cannot be built is an error, never a
+    /// silent downgrade) and takes the login-shell snapshot.
+    pub async fn start(config: SessionConfig) -> Result<Self> {
+        let prepared = Prepared::new(&config).await?;
+        let state_root = config.state_root.clone().unwrap_or_else(std::env::temp_dir);
+        let state = tempfile::Builder::new()
+            .prefix("slotbox-session-")
+            .tempdir_in(&state_root)
+            .map_err(Error::io(format!(
+                "creating a session directory in {}",
+                state_root.display()
+            )))?;
+        std::fs::create_dir(state.path().join("tmp"))
+            .map_err(Error::io("creating the session's /tmp"))?;
+        let cwd = config
+            .cwd
+            .clone()
+            .unwrap_or_else(|| prepared.workspace_inside.clone());
+        let mut session = Self {
+            prepared,
+            state,
+            cwd,
+        };
+        session.take_login_snapshot().await?;
+        Ok(session)
+    }
+
+    /// The working directory the next command starts in, as the backend sees it.
+    pub fn cwd(&self) -> &str {
+        &self.cwd
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Backend {
+        &self.prepared.backend
+    }
+
+    /// Runs one command.
+    pub async fn exec(&mut self, request: &ExecRequest) -> Result<ExecResult> {
+        self.exec_shell(request, false).await
+    }
+
+    async fn take_login_snapshot(&mut self) -> Result<()> {
+        let bootstrap = ExecRequest::new(":").timeout(Some(Timeout::new(
+            std::time::Duration::from_secs(30),
+        )));
+        let login = self.exec_shell(&bootstrap, true).await?;
+        if login.exit_code == 0 && self.state.path().join("snapshot").exists() {
+            return Ok(());
+        }
+        // A broken profile must not make the session unusable: fall back to a plain shell's
+        // snapshot (as hermes does), and fail only if even that does not work.
+        tracing::warn!(
+            exit_code = login.exit_code,
+            output = %login.output,
+            "login shell failed; taking the session snapshot without the profile"
+        );
+        let plain = self.exec_shell(&bootstrap, false).await?;
+        if plain.exit_code == 0 && self.state.path().join("snapshot").exists() {
+            return Ok(());
+        }
+        Err(Error::SessionStart {
+            detail: format!("exit code {}: {}", plain.exit_code, plain.output.trim()),
+        })
+    }
+
+    async fn exec_shell(&mut self, request: &ExecRequest, login: bool) -> Result<ExecResult> {
+        let dir = self.state.path();
+        remove_if_present(&dir.join("cwd.next"))?;
+        let invocation = ShellInvocation {
+            login,
+            script: ShellScript::Session {
+                cwd: self.cwd.clone(),
+                command: request.command.clone(),
+            },
+        };
+        let outcome = self.prepared.run(&invocation, Some(dir), request).await?;
+        if let Some(cwd) = read_new_cwd(&dir.join("cwd.next"))? {
+            // The directory is writable from inside a sandbox, so a command can sabotage this
+            // rename (a directory named snapshot.next); then the previous state stays whole.
+            match std::fs::rename(dir.join("snapshot.next"), dir.join("snapshot")) {
+                Ok(()) => self.cwd = cwd,
+                Err(error) => tracing::warn!(%error, "session snapshot not published"),
+            }
+            remove_if_present(&dir.join("cwd.next"))?;
+        }
+        Ok(result_of(outcome, self.cwd.clone()))
+    }
+}
+
+/// Runs one command with no state before or after it.
+pub async fn exec_once(config: &SessionConfig, request: &ExecRequest) -> Result<ExecResult> {
+    let prepared = Prepared::new(config).await?;
+    let cwd = config
+        .cwd
+        .clone()
+        .unwrap_or_else(|| prepared.workspace_inside.clone());
+    let invocation = ShellInvocation {
+        login: false,
+        script: ShellScript::OneShot {
+            cwd: cwd.clone(),
+            command: request.command.clone(),
+        },
+    };
+    let outcome = prepared.run(&invocation, None, request).await?;
+    Ok(result_of(outcome, cwd))
+}
+
+fn result_of(outcome: crate::spawn::RunOutcome, cwd: String) -> ExecResult {
+    let (exit_code, notice) = match outcome.ending {
+        Ending::Exited(code) => (code, None),
+        Ending::TimedOut(timeout) => (
+            EXIT_TIMEOUT,
+            Some(format!("[Command timed out after {timeout}s]")),
+        ),
+        Ending::Stalled(stall) => (
+            EXIT_TIMEOUT,
+            Some(format!("[Command produced no output for {stall}s]")),
+        ),
+        Ending::Interrupted => (EXIT_INTERRUPTED, Some("[Command interrupted]".to_owned())),
+    };
+    // hermes' format: the notice on its own line, without a leading newline when nothing was printed.
+    let suffix = match notice {
+        Some(notice) if outcome.capture.is_empty() => notice,
+        Some(notice) => format!("\n{notice}"),
+        None => String::new(),
+    };
+    let rendered = outcome.capture.render(&suffix);
+    ExecResult {
+        exit_code,
+        output: rendered.text,
+        timed_out: matches!(outcome.ending, Ending::TimedOut(_) | Ending::Stalled(_)),
+        interrupted: matches!(outcome.ending, Ending::Interrupted),
+        truncated: rendered.truncated,
+        cwd,
+        duration_ms: u64::try_from(outcome.elapsed.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// Reads the cwd the wrapper wrote. The file is in a directory the command can write to, so it is
+/// opened without following symlinks (a planted link must not make slotbox read a host file) and
+/// read with a size bound.
+fn read_new_cwd(path: &Path) -> Result<Option<String>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // ELOOP: a symlink was planted. Treat like "no new state": keep the previous cwd.
+        Err(error) if error.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(None),
+        Err(error) => {
+            return Err(Error::Io {
+                context: format!("reading {}", path.display()),
+                source: error,
+            });
+        }
+    };
+    let is_regular = file.metadata().map(|meta| meta.is_file()).unwrap_or(false);
+    if !is_regular {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    let read = file.take(MAX_CWD_BYTES + 1).read_to_string(&mut text);
+    if read.is_err() || text.len() as u64 > MAX_CWD_BYTES {
+        return Ok(None);
+    }
+    let cwd = text.strip_suffix('\n').unwrap_or(&text);
+    if !cwd.starts_with('/') {
+        return Ok(None);
+    }
+    Ok(Some(cwd.to_owned()))
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(Error::Io {
+            context: format!("removing {}", path.display()),
+            source: error,
+        }),
+    }
+}

@@ -1,0 +1,336 @@
+//! The runner: starts a `SpawnPlan` and waits for it, event-driven, with every process rule in one
+//! place.
+//!
+//! Rules, each for a reason:
+//! - The environment is cleared and set from the plan: nothing of slotbox's own leaks in.
+//! - stdin is `/dev/null` unless data is given (then it is written and closed), so `cat` or a
+//!   prompt never waits for input that cannot come.
+//! - stdout and stderr share one pipe, so the output is merged in the order it was written.
+//! - The child leads its own process group, so a timeout can kill the whole tree (`killpg`), and
+//!   gets `PR_SET_PDEATHSIG(SIGKILL)`, so it dies if slotbox dies.
+//! - Completion is the child's exit plus EOF on the pipe, awaited together: no polling. A
+//!   background grandchild may keep the pipe open forever; after the shell exits the call waits at
+//!   most `DRAIN_AFTER_EXIT` for EOF, then returns, and a detached task keeps reading (and
+//!   discarding) so the grandchild is not killed by SIGPIPE.
+//! - Stopping (timeout, stall, interrupt) is SIGTERM to the group, `KILL_GRACE` for it to exit,
+//!   then SIGKILL to the group regardless.
+//! - If the future is dropped mid-run (a client went away), a guard SIGKILLs the group.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use nix::sys::signal::killpg;
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
+use tokio::process::Child;
+
+use crate::Error;
+use crate::Result;
+use crate::limits::Interrupt;
+use crate::limits::StallTimeout;
+use crate::limits::Timeout;
+use crate::output::BoundedCapture;
+use crate::output::OutputCap;
+use crate::output::StreamDecoder;
+use crate::plan::SpawnPlan;
+
+/// How long to wait for pipe EOF after the shell exited. Longer only delays calls that left a
+/// background job holding the pipe; shorter risks losing output a job printed right at the end.
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+/// Between SIGTERM and SIGKILL: time for a well-behaved process to clean up. Together with
+/// `DRAIN_AFTER_EXIT` it bounds how long a process that ignores SIGTERM survives (under 2 s).
+pub const KILL_GRACE: Duration = Duration::from_millis(1000);
+
+/// Read size: large enough that a flood of output costs few wakeups.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What to run and under which limits.
+#[derive(Debug)]
+pub(crate) struct RunSpec<'a> {
+    pub(crate) plan: &'a SpawnPlan,
+    pub(crate) stdin: Option<Vec<u8>>,
+    pub(crate) timeout: Option<Timeout>,
+    pub(crate) stall_timeout: Option<StallTimeout>,
+    pub(crate) interrupt: Option<&'a Interrupt>,
+    pub(crate) cap: OutputCap,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The process exited with this code (128+N when killed by signal N).
+    Exited(i32),
+    /// The wall-clock limit expired.
+    TimedOut(Timeout),
+    /// No output for the stall limit.
+    Stalled(StallTimeout),
+    /// The interrupt handle fired.
+    Interrupted,
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub(crate) struct RunOutcome {
+    pub(crate) ending: Ending,
+    pub(crate) capture: BoundedCapture,
+    pub(crate) elapsed: Duration,
+}
+
+/// Kills the process group when dropped while armed: a run abandoned midway leaves nothing behind.
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl GroupGuard {
+    fn signal(&self, signal: Signal) {
+        if let Some(pgid) = self.pgid {
+            // ESRCH (group already gone) is the expected outcome of a late kill, not an error.
+            let _ = killpg(pgid, signal);
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+/// Output side of the run: the pipe, decoding and capture.
+struct OutputPipe {
+    reader: pipe::Receiver,
+    decoder: StreamDecoder,
+    capture: BoundedCapture,
+    buffer: Vec<u8>,
+    eof: bool,
+}
+
+impl OutputPipe {
+    /// Handles one read result; returns whether any output arrived.
+    fn take(&mut self, read: io::Result<usize>) -> bool {
+        match read {
+            Ok(0) | Err(_) => {
+                // A read error on our own pipe means no more output can arrive either.
+                self.eof = true;
+                let rest = self.decoder.decode(&[], true);
+                self.capture.push(&rest);
+                false
+            }
+            Ok(n) => {
+                let text = self.decoder.decode(&self.buffer[..n], false);
+                self.capture.push(&text);
+                true
+            }
+        }
+    }
+
+    /// Reads until EOF or `deadline`.
+    async fn drain_until(&mut self, deadline: tokio::time::Instant) {
+        while !self.eof {
+            match tokio::time::timeout_at(deadline, self.reader.read(&mut self.buffer)).await {
+                Ok(read) => {
+                    self.take(read);
+                }
+                Err(_elapsed) => return,
+            }
+        }
+    }
+
+    /// Flushes the decoder and hands the pipe to a task that discards whatever background jobs
+    /// still write, until they close it.
+    fn finish(mut self) -> BoundedCapture {
+        if !self.eof {
+            let rest = self.decoder.decode(&[], true);
+            self.capture.push(&rest);
+            let mut reader = self.reader;
+            tokio::spawn(async move {
+                let mut sink = vec![0u8; 4096];
+                while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+        self.capture
+    }
+}
+
+/// Runs `spec` to completion.
+pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
+    let started = Instant::now();
+    let plan = spec.plan;
+    let (read_end, write_end) = io::pipe().map_err(Error::io("creating the output pipe"))?;
+    let write_end_for_stderr = write_end
+        .try_clone()
+        .map_err(Error::io("duplicating the output pipe"))?;
+
+    let mut command = tokio::process::Command::new(&plan.program);
+    command
+        .args(&plan.args)
+        .env_clear()
+        .envs(&plan.env)
+        .current_dir(&plan.cwd)
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::from(write_end_for_stderr))
+        .process_group(0);
+    crate::sys::die_with_parent(&mut command);
+
+    let spawned = command.spawn();
+    // Drop our copies of the pipe's write end now, or EOF would never arrive.
+    drop(command);
+    let mut child = spawned.map_err(|source| spawn_error(plan, source))?;
+    let mut guard = GroupGuard {
+        pgid: child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw),
+    };
+
+    if let (Some(data), Some(mut stdin)) = (spec.stdin, child.stdin.take()) {
+        // A separate task: a command that reads its input slowly (or never) must not block the
+        // output loop. A broken pipe means the command did not want all of it, which is fine.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&data).await;
+            drop(stdin);
+        });
+    }
+
+    let reader = pipe::Receiver::from_owned_fd(OwnedFd::from(read_end))
+        .map_err(Error::io("watching the output pipe"))?;
+    let mut output = OutputPipe {
+        reader,
+        decoder: StreamDecoder::new(),
+        capture: BoundedCapture::new(spec.cap),
+        buffer: vec![0u8; READ_CHUNK],
+        eof: false,
+    };
+
+    let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let deadline = tokio::time::sleep_until(
+        spec.timeout
+            .map_or(far_future, |timeout| tokio::time::Instant::now() + timeout.duration()),
+    );
+    let stall_limit = spec.stall_timeout;
+    let stall = tokio::time::sleep_until(
+        stall_limit.map_or(far_future, |stall| tokio::time::Instant::now() + stall.duration()),
+    );
+    let drain = tokio::time::sleep_until(far_future);
+    tokio::pin!(deadline, stall, drain);
+    let never = Interrupt::new();
+    let interrupt = spec.interrupt.unwrap_or(&never);
+
+    let mut exit_code: Option<i32> = None;
+    let stop: Option<Ending> = loop {
+        if exit_code.is_some() && output.eof {
+            break None;
+        }
+        tokio::select! {
+            read = output.reader.read(&mut output.buffer), if !output.eof => {
+                if output.take(read) {
+                    if let Some(stall_limit) = stall_limit {
+                        stall.as_mut().reset(tokio::time::Instant::now() + stall_limit.duration());
+                    }
+                }
+            }
+            status = child.wait(), if exit_code.is_none() => {
+                exit_code = Some(exit_code_of(status.map_err(Error::io("waiting for the command"))?));
+                drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            () = &mut drain, if exit_code.is_some() => break None,
+            () = &mut deadline, if spec.timeout.is_some() => {
+                break spec.timeout.map(Ending::TimedOut);
+            }
+            () = &mut stall, if stall_limit.is_some() => {
+                break stall_limit.map(Ending::Stalled);
+            }
+            () = interrupt.triggered() => break Some(Ending::Interrupted),
+        }
+    };
+
+    let ending = match stop {
+        None => {
+            // Finished on its own: background jobs it started may keep running (agents start
+            // servers that way); they are not ours to kill here.
+            guard.disarm();
+            Ending::Exited(exit_code.unwrap_or(0))
+        }
+        Some(ending) => {
+            stop_group(&mut guard, &mut child, &mut output, exit_code.is_some()).await;
+            ending
+        }
+    };
+    let capture = output.finish();
+    Ok(RunOutcome {
+        ending,
+        capture,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// SIGTERM the group, give it `KILL_GRACE` (collecting its last output), SIGKILL the group.
+async fn stop_group(
+    guard: &mut GroupGuard,
+    child: &mut Child,
+    output: &mut OutputPipe,
+    mut exited: bool,
+) {
+    guard.signal(Signal::SIGTERM);
+    let grace_end = tokio::time::Instant::now() + KILL_GRACE;
+    while !(exited && output.eof) {
+        tokio::select! {
+            read = output.reader.read(&mut output.buffer), if !output.eof => { output.take(read); }
+            _ = child.wait(), if !exited => exited = true,
+            () = tokio::time::sleep_until(grace_end) => break,
+        }
+    }
+    // Always, even if the shell exited: a child that ignores SIGTERM is still in the group.
+    guard.signal(Signal::SIGKILL);
+    guard.disarm();
+    if !exited {
+        let _ = child.wait().await;
+    }
+    output
+        .drain_until(tokio::time::Instant::now() + DRAIN_AFTER_EXIT)
+        .await;
+}
+
+fn exit_code_of(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(1)
+}
+
+fn spawn_error(plan: &SpawnPlan, source: io::Error) -> Error {
+    Error::Io {
+        context: format!("starting {}", plan.program.display()),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_shell_conventions() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(exit_code_of(std::process::ExitStatus::from_raw(3 << 8)), 3);
+        // Killed by SIGKILL (9): 128 + 9.
+        assert_eq!(exit_code_of(std::process::ExitStatus::from_raw(9)), 137);
+    }
+}

@@ -1,0 +1,165 @@
+//! The bubblewrap sandbox, checked from inside: what a command can and cannot reach.
+
+use pretty_assertions::assert_eq;
+use slotbox_exec::Backend;
+use slotbox_exec::BubblewrapConfig;
+use slotbox_exec::Error;
+use slotbox_exec::ExecRequest;
+use slotbox_exec::Network;
+use slotbox_exec::Session;
+use slotbox_exec::SessionConfig;
+
+use super::Fixture;
+use super::bubblewrap;
+use super::fixture;
+
+async fn sandbox() -> Option<Fixture> {
+    let backend = bubblewrap().await?;
+    Some(fixture(&backend).await)
+}
+
+#[tokio::test]
+async fn workspace_is_writable_system_is_read_only() {
+    let Some(mut f) = sandbox().await else { return };
+    let r = f.run("echo data > file && cat file").await;
+    assert_eq!(r.output, "data\n");
+    assert_eq!(std::fs::read_to_string(f.workspace.path().join("file")).unwrap(), "data\n");
+    for target in ["/usr/slotbox-probe", "/etc/slotbox-probe", "/slotbox-probe", "/bin/slotbox-probe"] {
+        let r = f.run(&format!("touch {target}")).await;
+        assert_ne!(r.exit_code, 0, "{target} was writable: {}", r.output);
+    }
+}
+
+#[tokio::test]
+async fn host_home_other_workspaces_and_secrets_are_invisible() {
+    let Some(mut f) = sandbox().await else { return };
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("secret.txt"), "other slot's data").unwrap();
+    let other_path = other.path().display().to_string();
+    let host_workspace = f.workspace.path().display().to_string();
+    let r = f
+        .run(&format!(
+            "ls {other_path} 2>&1; ls {host_workspace} 2>&1; ls /root /home 2>&1; cat /etc/shadow | wc -c; ls /run"
+        ))
+        .await;
+    assert!(!r.output.contains("secret.txt"), "{}", r.output);
+    assert!(r.output.contains(&format!("ls: cannot access '{other_path}'")), "{}", r.output);
+    assert!(r.output.contains("ls: cannot access '/root'"), "{}", r.output);
+    assert!(r.output.contains("ls: cannot access '/home'"), "{}", r.output);
+    // /etc/shadow is masked by an empty file.
+    assert!(r.output.contains("\n0\n"), "{}", r.output);
+    assert!(r.output.trim_end().ends_with("slotbox"), "only our state dir in /run: {}", r.output);
+}
+
+#[tokio::test]
+async fn namespaces_are_private() {
+    let Some(mut f) = sandbox().await else { return };
+    let r = f.run("hostname; echo $$; ps -e --no-headers 2>/dev/null | wc -l || true").await;
+    let lines: Vec<&str> = r.output.lines().collect();
+    assert_eq!(lines[0], "slotbox");
+    // In a new PID namespace the shell's pid is tiny (bwrap's init is 1).
+    let pid: u32 = lines[1].parse().unwrap();
+    assert!(pid < 10, "pid {pid}: not in a private PID namespace");
+    // bwrap sets no_new_privs: nothing in the sandbox can gain privileges through setuid binaries.
+    let r = f.run("grep NoNewPrivs /proc/self/status").await;
+    assert_eq!(r.output, "NoNewPrivs:\t1\n");
+}
+
+#[tokio::test]
+async fn parent_environment_does_not_leak() {
+    let Some(mut f) = sandbox().await else { return };
+    // The test process's own environment stands in for the server's secrets.
+    let r = f.run("env").await;
+    for line in r.output.lines() {
+        let name = line.split('=').next().unwrap_or("");
+        assert!(
+            ["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PAGER", "GIT_PAGER", "PWD", "SHLVL", "_", "OLDPWD"]
+                .contains(&name),
+            "unexpected variable in the sandbox: {line}"
+        );
+    }
+    assert!(r.output.contains("HOME=/workspace\n"), "{}", r.output);
+}
+
+#[tokio::test]
+async fn network_is_off_by_default_and_on_when_allowed() {
+    let Some(Backend::Bubblewrap(config)) = bubblewrap().await else { return };
+    let workspace = tempfile::tempdir().unwrap();
+    let list_interfaces = "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '";
+    let mut off = Session::start(SessionConfig::new(Backend::Bubblewrap(config.clone()), workspace.path()))
+        .await
+        .unwrap();
+    let r = off.exec(&ExecRequest::new(list_interfaces)).await.unwrap();
+    assert_eq!(r.output, "lo ", "only loopback without network");
+    let on_config = BubblewrapConfig {
+        network: Network::On,
+        ..config
+    };
+    let mut on = Session::start(SessionConfig::new(Backend::Bubblewrap(on_config), workspace.path()))
+        .await
+        .unwrap();
+    let r = on.exec(&ExecRequest::new(list_interfaces)).await.unwrap();
+    let host_interfaces = std::fs::read_to_string("/proc/net/dev").unwrap().lines().count() - 2;
+    assert_eq!(r.output.split_whitespace().count(), host_interfaces, "{}", r.output);
+}
+
+#[tokio::test]
+async fn tmp_is_private_to_the_session_and_persists_within_it() {
+    let Some(mut a) = sandbox().await else { return };
+    let Some(mut b) = sandbox().await else { return };
+    a.run("echo mine > /tmp/note").await;
+    assert_eq!(a.run("cat /tmp/note").await.output, "mine\n");
+    let r = b.run("cat /tmp/note 2>&1").await;
+    assert!(r.output.contains("No such file"), "{}", r.output);
+}
+
+#[tokio::test]
+async fn planted_symlink_in_state_dir_is_not_followed() {
+    let Some(mut f) = sandbox().await else { return };
+    // The state dir is writable from inside; a link named cwd.next must not make slotbox read the
+    // host file it points at (the sandbox cannot exit normally here without the wrapper rewriting
+    // cwd.next, so plant it and exit early).
+    let r = f.run("ln -sf /etc/hostname /run/slotbox/cwd.next; exit 0").await;
+    assert_eq!(r.exit_code, 0);
+    let host_hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    assert!(host_hostname.is_empty() || !r.cwd.contains(host_hostname.trim()));
+    assert_eq!(r.cwd, "/workspace");
+}
+
+#[tokio::test]
+async fn missing_bwrap_is_a_clear_error() {
+    let workspace = tempfile::tempdir().unwrap();
+    let config = BubblewrapConfig {
+        bwrap: "/nonexistent/bwrap".into(),
+        ..BubblewrapConfig::default()
+    };
+    let error = Session::start(SessionConfig::new(Backend::Bubblewrap(config), workspace.path()))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::BubblewrapMissing { .. }));
+    assert!(error.to_string().contains("apt-get install -y bubblewrap"), "{error}");
+    assert!(error.to_string().contains("refusing to run unsandboxed"), "{error}");
+}
+
+#[tokio::test]
+async fn bwrap_that_cannot_create_namespaces_is_refused() {
+    // A stand-in bwrap that fails the way bwrap does on a host without user namespaces.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("bwrap");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces.' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let config = BubblewrapConfig {
+        bwrap: fake,
+        ..BubblewrapConfig::default()
+    };
+    let error = Session::start(SessionConfig::new(Backend::Bubblewrap(config), workspace.path()))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::SandboxUnavailable { .. }), "{error}");
+    assert!(error.to_string().contains("No permissions to create new namespace"), "{error}");
+}

@@ -1,0 +1,65 @@
+//! Shared helpers: backends under test and a workspace per test.
+
+mod isolation;
+mod one_shot;
+mod output;
+mod process;
+mod session;
+
+use slotbox_exec::Backend;
+use slotbox_exec::BubblewrapConfig;
+use slotbox_exec::ExecRequest;
+use slotbox_exec::Session;
+use slotbox_exec::SessionConfig;
+use slotbox_protocol::ExecResult;
+
+/// A test's workspace and a session in it.
+pub(crate) struct Fixture {
+    pub(crate) workspace: tempfile::TempDir,
+    pub(crate) session: Session,
+}
+
+impl Fixture {
+    pub(crate) async fn run(&mut self, command: &str) -> ExecResult {
+        self.session.exec(&ExecRequest::new(command)).await.unwrap()
+    }
+
+    pub(crate) async fn exec(&mut self, request: ExecRequest) -> ExecResult {
+        self.session.exec(&request).await.unwrap()
+    }
+}
+
+/// The bubblewrap backend, when this host can run it (see `slotbox_test_support::require`).
+pub(crate) async fn bubblewrap() -> Option<Backend> {
+    let config = BubblewrapConfig::default();
+    let layout = slotbox_exec::probe::host_layout().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let probe = slotbox_exec::probe::bubblewrap(&config, &layout, scratch.path())
+        .await
+        .map_err(|error| error.to_string());
+    slotbox_test_support::require("bubblewrap", probe).then_some(Backend::Bubblewrap(config))
+}
+
+/// Every backend available here: local always, bubblewrap when it works (required in CI).
+pub(crate) async fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Local];
+    backends.extend(bubblewrap().await);
+    backends
+}
+
+pub(crate) async fn fixture(backend: &Backend) -> Fixture {
+    let workspace = tempfile::tempdir().unwrap();
+    let session = Session::start(SessionConfig::new(backend.clone(), workspace.path()))
+        .await
+        .unwrap();
+    Fixture { workspace, session }
+}
+
+/// The workspace path as commands in `backend` see it.
+pub(crate) fn inside(fixture: &Fixture) -> String {
+    fixture
+        .session
+        .backend()
+        .workspace_path(fixture.workspace.path())
+        .unwrap()
+}
