@@ -27,7 +27,10 @@ pub struct EnvPolicy {
 impl Default for EnvPolicy {
     fn default() -> Self {
         Self {
-            allow: DEFAULT_ALLOW.iter().map(|name| (*name).to_owned()).collect(),
+            allow: DEFAULT_ALLOW
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect(),
             set: BTreeMap::new(),
         }
     }

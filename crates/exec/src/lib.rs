@@ -21,7 +21,6 @@ pub mod plan;
 pub mod probe;
 mod session;
 mod spawn;
-mod sys;
 
 pub use backend::Backend;
 pub use backend::BubblewrapConfig;

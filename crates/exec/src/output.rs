@@ -208,7 +208,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
@@ -218,7 +218,9 @@ fn thousands(n: usize) -> String {
 
 /// The byte offset of the `n`th character of `s` (or `s.len()` past the end).
 fn byte_offset_of_char(s: &str, n: usize) -> usize {
-    s.char_indices().nth(n).map_or(s.len(), |(offset, _)| offset)
+    s.char_indices()
+        .nth(n)
+        .map_or(s.len(), |(offset, _)| offset)
 }
 
 #[cfg(test)]

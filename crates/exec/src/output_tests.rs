@@ -33,7 +33,9 @@ fn output_exactly_at_cap_is_not_truncated() {
 
 #[test]
 fn long_output_keeps_head_and_tail_within_cap() {
-    let text: String = (0..10_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let text: String = (0..10_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     // Push in uneven chunks to exercise the sliding tail.
     let chunks: Vec<&str> = vec![&text[..1], &text[1..777], &text[777..5000], &text[5000..]];
     let capture = capture_of(1000, &chunks);

@@ -18,15 +18,16 @@ use crate::error::Result;
 /// backend sees it), `$2` the tracked working directory, `$3` the command.
 ///
 /// Why it looks like this:
-/// - state lives in files (the snapshot and the new cwd), never in markers mixed into the output,
-///   so the output is exactly what the command printed;
+/// - state lives in a file, never in markers mixed into the output, so the output is exactly what
+///   the command printed;
 /// - `builtin` everywhere, because the snapshot may define functions named `cd`, `eval` or `pwd`;
 /// - a deleted cwd falls back to its nearest existing ancestor;
-/// - the snapshot (exports, functions, aliases) is dumped to `snapshot.next` and the cwd is written
-///   to `cwd.next` only when the command finishes without `exit`ing the shell; the caller publishes
-///   the snapshot with a rename only when `cwd.next` exists, so a snapshot is never torn and an
-///   early `exit` changes nothing;
-/// - only builtins run after the command: no fork, so a call costs one bash start.
+/// - after the command, exports, functions and aliases are dumped to `snapshot.next`, ending with
+///   the line `# slotbox-cwd <physical cwd>`. That line is written last, so its presence proves
+///   the dump is whole; the caller then renames the file over `snapshot` (atomic). A command that
+///   `exit`s or is killed never writes it, and the previous state stays as it was;
+/// - only builtins run after the command and everything goes to one file: no fork, one file
+///   written, so a call costs little more than starting bash.
 pub const SESSION_WRAPPER: &str = r#"__slotbox_state=$1 __slotbox_cwd=$2 __slotbox_cmd=$3
 builtin set --
 builtin source "$__slotbox_state/snapshot" >/dev/null 2>&1
@@ -42,9 +43,12 @@ builtin unset __slotbox_cwd
 builtin eval "$__slotbox_cmd"
 __slotbox_ec=$?
 builtin export -n PWD OLDPWD SHLVL 2>/dev/null
-{ builtin export -p && builtin declare -f && builtin alias -p; } >"$__slotbox_state/snapshot.next" 2>/dev/null &&
-  builtin pwd -P >"$__slotbox_state/cwd.next" 2>/dev/null
+{ builtin export -p && builtin declare -f && builtin alias -p &&
+  builtin printf '\n# slotbox-cwd ' && builtin pwd -P; } >"$__slotbox_state/snapshot.next" 2>/dev/null
 builtin exit "$__slotbox_ec""#;
+
+/// The prefix of the snapshot's last line, which carries the cwd.
+pub const CWD_LINE_PREFIX: &str = "\n# slotbox-cwd ";
 
 /// What bash should run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,12 +86,21 @@ pub struct PlanInput<'a> {
     pub layout: &'a HostLayout,
     /// The workspace on the host.
     pub workspace: &'a Path,
-    /// The session's private state directory on the host (`None` for one-shot calls).
-    pub session_dir: Option<&'a Path>,
+    /// The session's private directories on the host (`None` for one-shot calls).
+    pub session: Option<SessionDirs<'a>>,
     /// The command's environment (already resolved from the `EnvPolicy`).
     pub env: &'a BTreeMap<String, String>,
     /// What to run.
     pub invocation: &'a ShellInvocation,
+}
+
+/// A session's private directories on the host.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionDirs<'a> {
+    /// Snapshot and cwd files.
+    pub state: &'a Path,
+    /// What sandboxes mount as `/tmp`.
+    pub tmp: &'a Path,
 }
 
 /// A process to start: the output of planning, the input of `spawn::run`.

@@ -24,7 +24,10 @@ fn layout() -> HostLayout {
             },
         ],
         extra_system_dirs: vec!["/opt".to_owned()],
-        masked_files: vec!["/etc/shadow".to_owned(), "/etc/ssh/ssh_host_ed25519_key".to_owned()],
+        masked_files: vec![
+            "/etc/shadow".to_owned(),
+            "/etc/ssh/ssh_host_ed25519_key".to_owned(),
+        ],
     }
 }
 
@@ -43,7 +46,12 @@ fn bwrap(network: Network) -> Backend {
     })
 }
 
-fn plan_of(backend: &Backend, session_dir: Option<&Path>, script: ShellScript, login: bool) -> SpawnPlan {
+fn plan_of(
+    backend: &Backend,
+    session_dir: Option<&Path>,
+    script: ShellScript,
+    login: bool,
+) -> SpawnPlan {
     let layout = layout();
     let env = env();
     let invocation = ShellInvocation { login, script };
@@ -51,7 +59,10 @@ fn plan_of(backend: &Backend, session_dir: Option<&Path>, script: ShellScript, l
         .plan(&PlanInput {
             layout: &layout,
             workspace: Path::new("/srv/slots/slot_0"),
-            session_dir,
+            session: session_dir.map(|state| SessionDirs {
+                state,
+                tmp: Path::new("/var/tmp/slotbox-tmp-x"),
+            }),
             env: &env,
             invocation: &invocation,
         })
@@ -67,14 +78,24 @@ fn session_call() -> ShellScript {
 
 #[test]
 fn local_session_call() {
-    let plan = plan_of(&Backend::Local, Some(Path::new("/tmp/slotbox-session-x")), session_call(), false);
+    let plan = plan_of(
+        &Backend::Local,
+        Some(Path::new("/tmp/slotbox-session-x")),
+        session_call(),
+        false,
+    );
     insta::assert_snapshot!(plan.to_string());
     assert_eq!(plan.args[1], SESSION_WRAPPER);
 }
 
 #[test]
 fn local_login_snapshot_call() {
-    let plan = plan_of(&Backend::Local, Some(Path::new("/tmp/slotbox-session-x")), session_call(), true);
+    let plan = plan_of(
+        &Backend::Local,
+        Some(Path::new("/tmp/slotbox-session-x")),
+        session_call(),
+        true,
+    );
     insta::assert_snapshot!(plan.to_string());
 }
 
@@ -89,7 +110,12 @@ fn local_one_shot() {
 
 #[test]
 fn bubblewrap_session_call_without_network() {
-    let plan = plan_of(&bwrap(Network::Off), Some(Path::new("/tmp/slotbox-session-x")), session_call(), false);
+    let plan = plan_of(
+        &bwrap(Network::Off),
+        Some(Path::new("/tmp/slotbox-session-x")),
+        session_call(),
+        false,
+    );
     insta::assert_snapshot!(plan.to_string());
 }
 
@@ -106,7 +132,12 @@ fn bubblewrap_one_shot_with_network() {
 
 #[test]
 fn bubblewrap_never_binds_the_host_root_or_home() {
-    let plan = plan_of(&bwrap(Network::Off), Some(Path::new("/tmp/s")), session_call(), false);
+    let plan = plan_of(
+        &bwrap(Network::Off),
+        Some(Path::new("/tmp/s")),
+        session_call(),
+        false,
+    );
     let binds: Vec<&[String]> = plan
         .args
         .windows(3)
@@ -131,7 +162,7 @@ fn non_utf8_workspace_is_an_error_not_a_panic() {
     let result = bwrap(Network::Off).plan(&PlanInput {
         layout: &layout,
         workspace,
-        session_dir: None,
+        session: None,
         env: &env,
         invocation: &invocation,
     });

@@ -30,7 +30,11 @@ pub fn host_layout() -> Result<Arc<HostLayout>> {
 
 /// Checks that `config.bwrap` can build the sandbox this backend plans, by running `true` in it.
 /// Errors say whether bwrap is missing or the host refuses namespaces; there is no fallback.
-pub async fn bubblewrap(config: &BubblewrapConfig, layout: &HostLayout, workspace: &Path) -> Result<()> {
+pub async fn bubblewrap(
+    config: &BubblewrapConfig,
+    layout: &HostLayout,
+    workspace: &Path,
+) -> Result<()> {
     static WORKING: OnceLock<Mutex<Vec<PathBuf>>> = OnceLock::new();
     let working = WORKING.get_or_init(|| Mutex::new(Vec::new()));
     if working
@@ -61,7 +65,7 @@ pub async fn bubblewrap(config: &BubblewrapConfig, layout: &HostLayout, workspac
         &PlanInput {
             layout,
             workspace,
-            session_dir: None,
+            session: None,
             env: &env,
             invocation: &invocation,
         },

@@ -7,9 +7,9 @@
 //!   session starts, then re-dumped after every command that finishes (see `SESSION_WRAPPER`);
 //! - the working directory, which the wrapper writes after the command.
 //!
-//! The wrapper writes `snapshot.next` then `cwd.next`; this module publishes them only when
-//! `cwd.next` exists, renaming `snapshot.next` over `snapshot` (atomic), so a killed or `exit`ing
-//! command leaves the previous state whole.
+//! The wrapper writes `snapshot.next`, whose last line carries the new cwd; this module publishes it
+//! only when that line is there, renaming `snapshot.next` over `snapshot` (atomic), so a killed or
+//! `exit`ing command leaves the previous state whole.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -30,15 +30,17 @@ use crate::limits::Interrupt;
 use crate::limits::StallTimeout;
 use crate::limits::Timeout;
 use crate::output::OutputCap;
+use crate::plan::CWD_LINE_PREFIX;
 use crate::plan::HostLayout;
 use crate::plan::PlanInput;
+use crate::plan::SessionDirs;
 use crate::plan::ShellInvocation;
 use crate::plan::ShellScript;
 use crate::spawn::Ending;
 use crate::spawn::RunSpec;
 
 /// A working directory longer than this is not a path bash printed (`PATH_MAX` is 4096).
-const MAX_CWD_BYTES: u64 = 4096;
+const MAX_CWD_BYTES: usize = 4096;
 
 /// One command and its limits.
 #[derive(Debug, Clone)]
@@ -158,7 +160,9 @@ impl Prepared {
             .map(|(name, value)| (name.as_str(), value.as_str()))
             .collect();
         let env = config.env.resolve(
-            parent.iter().map(|(name, value)| (name.as_str(), value.as_str())),
+            parent
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
             &defaults,
         );
         Ok(Self {
@@ -173,13 +177,13 @@ impl Prepared {
     async fn run(
         &self,
         invocation: &ShellInvocation,
-        session_dir: Option<&Path>,
+        session_dirs: Option<SessionDirs<'_>>,
         request: &ExecRequest,
     ) -> Result<crate::spawn::RunOutcome> {
         let plan = self.backend.plan(&PlanInput {
             layout: &self.layout,
             workspace: &self.workspace,
-            session_dir,
+            session: session_dirs,
             env: &self.env,
             invocation,
         })?;
@@ -199,8 +203,10 @@ impl Prepared {
 #[derive(Debug)]
 pub struct Session {
     prepared: Prepared,
-    /// Removed (with everything in it) when the session is dropped.
+    /// Snapshot and cwd files; removed with everything in it when the session is dropped.
     state: tempfile::TempDir,
+    /// The sandbox's /tmp (bubblewrap); removed when the session is dropped.
+    tmp: tempfile::TempDir,
     cwd: String,
 }
 
@@ -209,7 +215,7 @@ impl Session {
     /// silent downgrade) and takes the login-shell snapshot.
     pub async fn start(config: SessionConfig) -> Result<Self> {
         let prepared = Prepared::new(&config).await?;
-        let state_root = config.state_root.clone().unwrap_or_else(std::env::temp_dir);
+        let state_root = config.state_root.clone().unwrap_or_else(default_state_root);
         let state = tempfile::Builder::new()
             .prefix("slotbox-session-")
             .tempdir_in(&state_root)
@@ -217,7 +223,10 @@ impl Session {
                 "creating a session directory in {}",
                 state_root.display()
             )))?;
-        std::fs::create_dir(state.path().join("tmp"))
+        // The session's /tmp holds whatever commands put there, so it lives on disk, not in RAM.
+        let tmp = tempfile::Builder::new()
+            .prefix("slotbox-tmp-")
+            .tempdir()
             .map_err(Error::io("creating the session's /tmp"))?;
         let cwd = config
             .cwd
@@ -226,6 +235,7 @@ impl Session {
         let mut session = Self {
             prepared,
             state,
+            tmp,
             cwd,
         };
         session.take_login_snapshot().await?;
@@ -248,9 +258,8 @@ impl Session {
     }
 
     async fn take_login_snapshot(&mut self) -> Result<()> {
-        let bootstrap = ExecRequest::new(":").timeout(Some(Timeout::new(
-            std::time::Duration::from_secs(30),
-        )));
+        let bootstrap =
+            ExecRequest::new(":").timeout(Some(Timeout::new(std::time::Duration::from_secs(30))));
         let login = self.exec_shell(&bootstrap, true).await?;
         if login.exit_code == 0 && self.state.path().join("snapshot").exists() {
             return Ok(());
@@ -273,7 +282,8 @@ impl Session {
 
     async fn exec_shell(&mut self, request: &ExecRequest, login: bool) -> Result<ExecResult> {
         let dir = self.state.path();
-        remove_if_present(&dir.join("cwd.next"))?;
+        // A leftover from a call that was killed mid-dump must not be taken for this call's.
+        remove_if_present(&dir.join("snapshot.next"))?;
         let invocation = ShellInvocation {
             login,
             script: ShellScript::Session {
@@ -281,18 +291,49 @@ impl Session {
                 command: request.command.clone(),
             },
         };
-        let outcome = self.prepared.run(&invocation, Some(dir), request).await?;
-        if let Some(cwd) = read_new_cwd(&dir.join("cwd.next"))? {
+        let session_dirs = SessionDirs {
+            state: dir,
+            tmp: self.tmp.path(),
+        };
+        let outcome = self
+            .prepared
+            .run(&invocation, Some(session_dirs), request)
+            .await?;
+        if let Some(cwd) = read_new_cwd(&dir.join("snapshot.next"))? {
             // The directory is writable from inside a sandbox, so a command can sabotage this
-            // rename (a directory named snapshot.next); then the previous state stays whole.
+            // rename; then the previous state stays whole.
             match std::fs::rename(dir.join("snapshot.next"), dir.join("snapshot")) {
                 Ok(()) => self.cwd = cwd,
                 Err(error) => tracing::warn!(%error, "session snapshot not published"),
             }
-            remove_if_present(&dir.join("cwd.next"))?;
         }
         Ok(result_of(outcome, self.cwd.clone()))
     }
+}
+
+/// Where session state directories go by default: a RAM-backed directory when there is one, since
+/// the wrapper writes two small files per call and on a journaled disk (ext4 with `discard`) that
+/// alone measured about 1 ms a call, as much as starting bash; otherwise the temp directory.
+fn default_state_root() -> PathBuf {
+    let candidates = [
+        std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+        Some(PathBuf::from("/dev/shm")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|dir| is_writable_dir(dir))
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+fn is_writable_dir(dir: &Path) -> bool {
+    dir.is_absolute()
+        && dir.is_dir()
+        && nix::unistd::access(
+            dir,
+            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        )
+        .is_ok()
 }
 
 /// Runs one command with no state before or after it.
@@ -344,18 +385,21 @@ fn result_of(outcome: crate::spawn::RunOutcome, cwd: String) -> ExecResult {
     }
 }
 
-/// Reads the cwd the wrapper wrote. The file is in a directory the command can write to, so it is
-/// opened without following symlinks (a planted link must not make slotbox read a host file) and
-/// read with a size bound.
+/// Reads the cwd from the last line of a snapshot the wrapper wrote; `None` when the dump is not
+/// whole. The file is in a directory a sandboxed command can write to, so it is opened without
+/// following symlinks (a planted link must not make slotbox read a host file) and only its tail
+/// is read.
 fn read_new_cwd(path: &Path) -> Result<Option<String>> {
+    use std::io::Seek;
+    use std::io::SeekFrom;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path);
-    let file = match file {
+    let mut file = match file {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        // ELOOP: a symlink was planted. Treat like "no new state": keep the previous cwd.
+        // ELOOP: a symlink was planted. Treat like "no new state": keep the previous one.
         Err(error) if error.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(None),
         Err(error) => {
             return Err(Error::Io {
@@ -364,17 +408,32 @@ fn read_new_cwd(path: &Path) -> Result<Option<String>> {
             });
         }
     };
-    let is_regular = file.metadata().map(|meta| meta.is_file()).unwrap_or(false);
-    if !is_regular {
+    let Ok(meta) = file.metadata() else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
         return Ok(None);
     }
-    let mut text = String::new();
-    let read = file.take(MAX_CWD_BYTES + 1).read_to_string(&mut text);
-    if read.is_err() || text.len() as u64 > MAX_CWD_BYTES {
+    let tail_len = (MAX_CWD_BYTES + CWD_LINE_PREFIX.len() + 1) as u64;
+    if file
+        .seek(SeekFrom::Start(meta.len().saturating_sub(tail_len)))
+        .is_err()
+    {
         return Ok(None);
     }
-    let cwd = text.strip_suffix('\n').unwrap_or(&text);
-    if !cwd.starts_with('/') {
+    let mut tail = Vec::with_capacity(tail_len as usize);
+    if file.take(tail_len).read_to_end(&mut tail).is_err() {
+        return Ok(None);
+    }
+    let tail = String::from_utf8_lossy(&tail);
+    // The last occurrence: a cwd (or an exported value) may itself contain the prefix.
+    let Some(start) = tail.rfind(CWD_LINE_PREFIX) else {
+        return Ok(None);
+    };
+    let Some(cwd) = tail[start + CWD_LINE_PREFIX.len()..].strip_suffix('\n') else {
+        return Ok(None);
+    };
+    if !cwd.starts_with('/') || cwd.len() > MAX_CWD_BYTES {
         return Ok(None);
     }
     Ok(Some(cwd.to_owned()))

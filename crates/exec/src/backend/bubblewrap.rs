@@ -95,12 +95,10 @@ pub(crate) fn plan(config: &BubblewrapConfig, input: &PlanInput<'_>) -> Result<S
     push(&["--bind", workspace, &config.workspace_mount]);
 
     push(&["--tmpfs", "/run"]);
-    let state_dir = match input.session_dir {
-        Some(session_dir) => {
-            let session_dir = utf8(session_dir)?;
-            let tmp = format!("{session_dir}/tmp");
-            push(&["--bind", &tmp, "/tmp"]);
-            push(&["--bind", session_dir, STATE_MOUNT]);
+    let state_dir = match input.session {
+        Some(dirs) => {
+            push(&["--bind", utf8(dirs.tmp)?, "/tmp"]);
+            push(&["--bind", utf8(dirs.state)?, STATE_MOUNT]);
             Some(STATE_MOUNT)
         }
         None => {

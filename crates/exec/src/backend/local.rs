@@ -5,15 +5,15 @@
 
 use std::path::PathBuf;
 
+use crate::Result;
 use crate::plan::PlanInput;
 use crate::plan::ShellScript;
 use crate::plan::SpawnPlan;
 use crate::plan::bash_args;
 use crate::plan::utf8;
-use crate::Result;
 
 pub(crate) fn plan(input: &PlanInput<'_>) -> Result<SpawnPlan> {
-    let state_dir = input.session_dir.map(utf8).transpose()?;
+    let state_dir = input.session.map(|dirs| utf8(dirs.state)).transpose()?;
     let cwd = match &input.invocation.script {
         // The wrapper enters the tracked cwd itself (with the deleted-directory fallback), so the
         // process starts somewhere that always exists.

@@ -52,7 +52,9 @@ impl Backend {
                     )]
                 }),
             // No host home inside the sandbox: the workspace is home.
-            Backend::Bubblewrap(config) => vec![("HOME".to_owned(), config.workspace_mount.clone())],
+            Backend::Bubblewrap(config) => {
+                vec![("HOME".to_owned(), config.workspace_mount.clone())]
+            }
         }
     }
 }

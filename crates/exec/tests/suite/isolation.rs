@@ -23,8 +23,16 @@ async fn workspace_is_writable_system_is_read_only() {
     let Some(mut f) = sandbox().await else { return };
     let r = f.run("echo data > file && cat file").await;
     assert_eq!(r.output, "data\n");
-    assert_eq!(std::fs::read_to_string(f.workspace.path().join("file")).unwrap(), "data\n");
-    for target in ["/usr/slotbox-probe", "/etc/slotbox-probe", "/slotbox-probe", "/bin/slotbox-probe"] {
+    assert_eq!(
+        std::fs::read_to_string(f.workspace.path().join("file")).unwrap(),
+        "data\n"
+    );
+    for target in [
+        "/usr/slotbox-probe",
+        "/etc/slotbox-probe",
+        "/slotbox-probe",
+        "/bin/slotbox-probe",
+    ] {
         let r = f.run(&format!("touch {target}")).await;
         assert_ne!(r.exit_code, 0, "{target} was writable: {}", r.output);
     }
@@ -43,18 +51,37 @@ async fn host_home_other_workspaces_and_secrets_are_invisible() {
         ))
         .await;
     assert!(!r.output.contains("secret.txt"), "{}", r.output);
-    assert!(r.output.contains(&format!("ls: cannot access '{other_path}'")), "{}", r.output);
-    assert!(r.output.contains("ls: cannot access '/root'"), "{}", r.output);
-    assert!(r.output.contains("ls: cannot access '/home'"), "{}", r.output);
+    assert!(
+        r.output
+            .contains(&format!("ls: cannot access '{other_path}'")),
+        "{}",
+        r.output
+    );
+    assert!(
+        r.output.contains("ls: cannot access '/root'"),
+        "{}",
+        r.output
+    );
+    assert!(
+        r.output.contains("ls: cannot access '/home'"),
+        "{}",
+        r.output
+    );
     // /etc/shadow is masked by an empty file.
     assert!(r.output.contains("\n0\n"), "{}", r.output);
-    assert!(r.output.trim_end().ends_with("slotbox"), "only our state dir in /run: {}", r.output);
+    assert!(
+        r.output.trim_end().ends_with("slotbox"),
+        "only our state dir in /run: {}",
+        r.output
+    );
 }
 
 #[tokio::test]
 async fn namespaces_are_private() {
     let Some(mut f) = sandbox().await else { return };
-    let r = f.run("hostname; echo $$; ps -e --no-headers 2>/dev/null | wc -l || true").await;
+    let r = f
+        .run("hostname; echo $$; ps -e --no-headers 2>/dev/null | wc -l || true")
+        .await;
     let lines: Vec<&str> = r.output.lines().collect();
     assert_eq!(lines[0], "slotbox");
     // In a new PID namespace the shell's pid is tiny (bwrap's init is 1).
@@ -73,8 +100,21 @@ async fn parent_environment_does_not_leak() {
     for line in r.output.lines() {
         let name = line.split('=').next().unwrap_or("");
         assert!(
-            ["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PAGER", "GIT_PAGER", "PWD", "SHLVL", "_", "OLDPWD"]
-                .contains(&name),
+            [
+                "PATH",
+                "HOME",
+                "LANG",
+                "LC_ALL",
+                "LC_CTYPE",
+                "TZ",
+                "PAGER",
+                "GIT_PAGER",
+                "PWD",
+                "SHLVL",
+                "_",
+                "OLDPWD"
+            ]
+            .contains(&name),
             "unexpected variable in the sandbox: {line}"
         );
     }
@@ -83,24 +123,42 @@ async fn parent_environment_does_not_leak() {
 
 #[tokio::test]
 async fn network_is_off_by_default_and_on_when_allowed() {
-    let Some(Backend::Bubblewrap(config)) = bubblewrap().await else { return };
+    let Some(Backend::Bubblewrap(config)) = bubblewrap().await else {
+        return;
+    };
     let workspace = tempfile::tempdir().unwrap();
-    let list_interfaces = "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '";
-    let mut off = Session::start(SessionConfig::new(Backend::Bubblewrap(config.clone()), workspace.path()))
-        .await
-        .unwrap();
+    let list_interfaces =
+        "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '";
+    let mut off = Session::start(SessionConfig::new(
+        Backend::Bubblewrap(config.clone()),
+        workspace.path(),
+    ))
+    .await
+    .unwrap();
     let r = off.exec(&ExecRequest::new(list_interfaces)).await.unwrap();
     assert_eq!(r.output, "lo ", "only loopback without network");
     let on_config = BubblewrapConfig {
         network: Network::On,
         ..config
     };
-    let mut on = Session::start(SessionConfig::new(Backend::Bubblewrap(on_config), workspace.path()))
-        .await
-        .unwrap();
+    let mut on = Session::start(SessionConfig::new(
+        Backend::Bubblewrap(on_config),
+        workspace.path(),
+    ))
+    .await
+    .unwrap();
     let r = on.exec(&ExecRequest::new(list_interfaces)).await.unwrap();
-    let host_interfaces = std::fs::read_to_string("/proc/net/dev").unwrap().lines().count() - 2;
-    assert_eq!(r.output.split_whitespace().count(), host_interfaces, "{}", r.output);
+    let host_interfaces = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .count()
+        - 2;
+    assert_eq!(
+        r.output.split_whitespace().count(),
+        host_interfaces,
+        "{}",
+        r.output
+    );
 }
 
 #[tokio::test]
@@ -116,10 +174,11 @@ async fn tmp_is_private_to_the_session_and_persists_within_it() {
 #[tokio::test]
 async fn planted_symlink_in_state_dir_is_not_followed() {
     let Some(mut f) = sandbox().await else { return };
-    // The state dir is writable from inside; a link named cwd.next must not make slotbox read the
-    // host file it points at (the sandbox cannot exit normally here without the wrapper rewriting
-    // cwd.next, so plant it and exit early).
-    let r = f.run("ln -sf /etc/hostname /run/slotbox/cwd.next; exit 0").await;
+    // The state dir is writable from inside; a link named snapshot.next must not make slotbox read
+    // the host file it points at (plant it and exit early, so the wrapper does not replace it).
+    let r = f
+        .run("ln -sf /etc/hostname /run/slotbox/snapshot.next; exit 0")
+        .await;
     assert_eq!(r.exit_code, 0);
     let host_hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     assert!(host_hostname.is_empty() || !r.cwd.contains(host_hostname.trim()));
@@ -133,12 +192,21 @@ async fn missing_bwrap_is_a_clear_error() {
         bwrap: "/nonexistent/bwrap".into(),
         ..BubblewrapConfig::default()
     };
-    let error = Session::start(SessionConfig::new(Backend::Bubblewrap(config), workspace.path()))
-        .await
-        .unwrap_err();
+    let error = Session::start(SessionConfig::new(
+        Backend::Bubblewrap(config),
+        workspace.path(),
+    ))
+    .await
+    .unwrap_err();
     assert!(matches!(error, Error::BubblewrapMissing { .. }));
-    assert!(error.to_string().contains("apt-get install -y bubblewrap"), "{error}");
-    assert!(error.to_string().contains("refusing to run unsandboxed"), "{error}");
+    assert!(
+        error.to_string().contains("apt-get install -y bubblewrap"),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("refusing to run unsandboxed"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -157,9 +225,17 @@ async fn bwrap_that_cannot_create_namespaces_is_refused() {
         bwrap: fake,
         ..BubblewrapConfig::default()
     };
-    let error = Session::start(SessionConfig::new(Backend::Bubblewrap(config), workspace.path()))
-        .await
-        .unwrap_err();
+    let error = Session::start(SessionConfig::new(
+        Backend::Bubblewrap(config),
+        workspace.path(),
+    ))
+    .await
+    .unwrap_err();
     assert!(matches!(error, Error::SandboxUnavailable { .. }), "{error}");
-    assert!(error.to_string().contains("No permissions to create new namespace"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("No permissions to create new namespace"),
+        "{error}"
+    );
 }

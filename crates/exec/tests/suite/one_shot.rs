@@ -12,13 +12,19 @@ async fn one_shot_calls_share_no_state() {
     for backend in backends().await {
         let workspace = tempfile::tempdir().unwrap();
         let config = SessionConfig::new(backend.clone(), workspace.path());
-        let r = exec_once(&config, &ExecRequest::new("export X=1; f() { :; }; cd /; echo $X"))
-            .await
-            .unwrap();
+        let r = exec_once(
+            &config,
+            &ExecRequest::new("export X=1; f() { :; }; cd /; echo $X"),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.output, "1\n", "{backend:?}");
-        let r = exec_once(&config, &ExecRequest::new("echo \"${X:-unset}\"; type f >/dev/null 2>&1 || echo nofn; pwd"))
-            .await
-            .unwrap();
+        let r = exec_once(
+            &config,
+            &ExecRequest::new("echo \"${X:-unset}\"; type f >/dev/null 2>&1 || echo nofn; pwd"),
+        )
+        .await
+        .unwrap();
         let ws = backend.workspace_path(workspace.path()).unwrap();
         assert_eq!(r.output, format!("unset\nnofn\n{ws}\n"), "{backend:?}");
         assert_eq!(r.cwd, ws);
@@ -30,11 +36,17 @@ async fn one_shot_timeout_and_exit_code() {
     for backend in backends().await {
         let workspace = tempfile::tempdir().unwrap();
         let config = SessionConfig::new(backend.clone(), workspace.path());
-        let r = exec_once(&config, &ExecRequest::new("exit 7")).await.unwrap();
+        let r = exec_once(&config, &ExecRequest::new("exit 7"))
+            .await
+            .unwrap();
         assert_eq!(r.exit_code, 7);
-        let request = ExecRequest::new("echo x; sleep 5")
-            .timeout(Some(slotbox_exec::Timeout::new(std::time::Duration::from_millis(200))));
+        let request = ExecRequest::new("echo x; sleep 5").timeout(Some(
+            slotbox_exec::Timeout::new(std::time::Duration::from_millis(200)),
+        ));
         let r = exec_once(&config, &request).await.unwrap();
-        assert_eq!((r.exit_code, r.output.as_str()), (124, "x\n\n[Command timed out after 0.2s]"));
+        assert_eq!(
+            (r.exit_code, r.output.as_str()),
+            (124, "x\n\n[Command timed out after 0.2s]")
+        );
     }
 }

@@ -22,11 +22,17 @@ async fn stdout_and_stderr_are_merged_in_arrival_order() {
 async fn stdin_is_piped_then_closed_or_dev_null() {
     for backend in backends().await {
         let mut f = fixture(&backend).await;
-        let r = f.exec(ExecRequest::new("cat; echo done").stdin("piped\ndata")).await;
+        let r = f
+            .exec(ExecRequest::new("cat; echo done").stdin("piped\ndata"))
+            .await;
         assert_eq!(r.output, "piped\ndatadone\n", "{backend:?}");
         // Without stdin, cat sees EOF at once instead of hanging until the timeout.
         let r = f.run("cat; echo no-input").await;
-        assert_eq!((r.exit_code, r.output.as_str()), (0, "no-input\n"), "{backend:?}");
+        assert_eq!(
+            (r.exit_code, r.output.as_str()),
+            (0, "no-input\n"),
+            "{backend:?}"
+        );
         assert!(!r.timed_out);
     }
 }
@@ -63,7 +69,9 @@ async fn big_output_is_truncated_head_and_tail_with_notice() {
         assert!(r.output.chars().count() <= 50_000);
         assert!(r.output.starts_with("1\n2\n3\n"));
         assert!(r.output.ends_with("199999\n200000\n"));
-        let total = (1..=200_000).map(|n: u32| n.to_string().len() + 1).sum::<usize>();
+        let total = (1..=200_000)
+            .map(|n: u32| n.to_string().len() + 1)
+            .sum::<usize>();
         let notice_start = r.output.find("[OUTPUT TRUNCATED - ").unwrap();
         let notice = &r.output[notice_start..];
         let expected_tail = format!(" chars omitted out of {} total]", with_commas(total));
@@ -79,7 +87,11 @@ async fn custom_cap_and_exact_output_below_it() {
             .exec(ExecRequest::new("printf '%s' {1..100}").max_output(OutputCap::chars(100)))
             .await;
         assert!(r.truncated);
-        assert!(r.output.chars().count() <= 100, "{}", r.output.chars().count());
+        assert!(
+            r.output.chars().count() <= 100,
+            "{}",
+            r.output.chars().count()
+        );
         let r = f
             .exec(ExecRequest::new("printf 'short'").max_output(OutputCap::chars(100)))
             .await;
@@ -91,7 +103,7 @@ fn with_commas(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -33,14 +33,22 @@ fn process_alive(needle: &str) -> bool {
 async fn wait_for_file(path: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 /// A marker unique to this test run, to find its processes.
 fn marker(tag: &str) -> String {
-    format!("{}{}", tag, std::process::id() as u64 * 1000 + rand_suffix())
+    format!(
+        "{}{}",
+        tag,
+        std::process::id() as u64 * 1000 + rand_suffix()
+    )
 }
 
 fn rand_suffix() -> u64 {
@@ -79,8 +87,15 @@ async fn timeout_returns_124_with_partial_output_and_kills_the_group() {
         assert_eq!(r.exit_code, 124, "{backend:?}");
         assert!(r.timed_out);
         assert_eq!(r.output, "before\n\n[Command timed out after 0.5s]");
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
-        assert!(!process_alive(&tag), "{backend:?}: background child survived the timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            !process_alive(&tag),
+            "{backend:?}: background child survived the timeout"
+        );
     }
 }
 
@@ -88,7 +103,9 @@ async fn timeout_returns_124_with_partial_output_and_kills_the_group() {
 async fn timeout_without_output_has_no_leading_newline() {
     for backend in backends().await {
         let mut f = fixture(&backend).await;
-        let r = f.exec(ExecRequest::new("sleep 10").timeout(secs(0.2))).await;
+        let r = f
+            .exec(ExecRequest::new("sleep 10").timeout(secs(0.2)))
+            .await;
         assert_eq!(r.output, "[Command timed out after 0.2s]", "{backend:?}");
     }
 }
@@ -108,8 +125,15 @@ async fn sigterm_ignoring_process_is_gone_within_two_seconds() {
             )
             .await;
         assert_eq!(r.exit_code, 124);
-        assert!(started.elapsed() < Duration::from_millis(2300), "{:?}", started.elapsed());
-        assert!(!process_alive(&tag), "{backend:?}: SIGTERM-ignoring child survived");
+        assert!(
+            started.elapsed() < Duration::from_millis(2300),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            !process_alive(&tag),
+            "{backend:?}: SIGTERM-ignoring child survived"
+        );
     }
 }
 
@@ -148,15 +172,25 @@ async fn stall_timeout_fires_on_silence_only() {
         let stall = StallTimeout::new(Duration::from_millis(400));
         // Prints every 100 ms for 0.8 s: never silent for 400 ms, so it completes.
         let r = f
-            .exec(ExecRequest::new("for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.1; done").stall_timeout(stall))
+            .exec(
+                ExecRequest::new("for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.1; done")
+                    .stall_timeout(stall),
+            )
             .await;
         assert_eq!(r.exit_code, 0, "{backend:?}: {}", r.output);
         let r = f
-            .exec(ExecRequest::new("echo prompt; read -r answer < /dev/tty || sleep 10").stall_timeout(stall))
+            .exec(
+                ExecRequest::new("echo prompt; read -r answer < /dev/tty || sleep 10")
+                    .stall_timeout(stall),
+            )
             .await;
         assert_eq!(r.exit_code, 124, "{backend:?}");
         assert!(r.timed_out);
-        assert!(r.output.ends_with("[Command produced no output for 0.4s]"), "{}", r.output);
+        assert!(
+            r.output.ends_with("[Command produced no output for 0.4s]"),
+            "{}",
+            r.output
+        );
     }
 }
 
@@ -172,7 +206,11 @@ async fn background_child_holding_the_pipe_does_not_hang_the_call() {
             let started = Instant::now();
             let r = f.run(command).await;
             let elapsed = started.elapsed();
-            assert_eq!((r.exit_code, r.output.as_str()), (0, "started\n"), "{backend:?} {command}");
+            assert_eq!(
+                (r.exit_code, r.output.as_str()),
+                (0, "started\n"),
+                "{backend:?} {command}"
+            );
             assert!(
                 elapsed < Duration::from_millis(600),
                 "{backend:?} {command}: took {elapsed:?}"
@@ -185,8 +223,14 @@ async fn background_child_holding_the_pipe_does_not_hang_the_call() {
 async fn sigpipe_is_default_in_children() {
     for backend in backends().await {
         let mut f = fixture(&backend).await;
-        let r = f.exec(ExecRequest::new("yes | head -n 2").timeout(secs(5.0))).await;
-        assert_eq!((r.exit_code, r.output.as_str()), (0, "y\ny\n"), "{backend:?}");
+        let r = f
+            .exec(ExecRequest::new("yes | head -n 2").timeout(secs(5.0)))
+            .await;
+        assert_eq!(
+            (r.exit_code, r.output.as_str()),
+            (0, "y\ny\n"),
+            "{backend:?}"
+        );
     }
 }
 

@@ -17,7 +17,10 @@ async fn exports_functions_and_aliases_persist_across_many_calls() {
         // hermes loses functions after the first call; check several calls later.
         for _ in 0..3 {
             let r = f.run("greet slotbox; ll").await;
-            assert_eq!(r.output, "hello world from slotbox\naliased\n", "{backend:?}");
+            assert_eq!(
+                r.output, "hello world from slotbox\naliased\n",
+                "{backend:?}"
+            );
         }
     }
 }
@@ -26,11 +29,13 @@ async fn exports_functions_and_aliases_persist_across_many_calls() {
 async fn multi_line_and_quoted_values_survive_the_snapshot() {
     for backend in backends().await {
         let mut f = fixture(&backend).await;
-        f.run("export TRICKY=$'line one\\ndeclare -x INJECTED=1\\n\"quoted\" $dollar'").await;
-        let r = f.run("printf '%s|' \"$TRICKY\"; echo \"${INJECTED:-absent}\"").await;
+        f.run("export TRICKY=$'line one\\ndeclare -x INJECTED=1\\n\"quoted\" $dollar'")
+            .await;
+        let r = f
+            .run("printf '%s|' \"$TRICKY\"; echo \"${INJECTED:-absent}\"")
+            .await;
         assert_eq!(
-            r.output,
-            "line one\ndeclare -x INJECTED=1\n\"quoted\" $dollar|absent\n",
+            r.output, "line one\ndeclare -x INJECTED=1\n\"quoted\" $dollar|absent\n",
             "{backend:?}"
         );
     }
@@ -45,8 +50,15 @@ async fn unexported_variables_and_shell_options_do_not_persist() {
             .run("echo \"[${LOCAL_ONLY:-}]\"; false; echo still running; echo $-")
             .await;
         assert_eq!(r.exit_code, 0, "{backend:?}: {}", r.output);
-        assert!(r.output.starts_with("[]\nstill running\n"), "{backend:?}: {}", r.output);
-        assert!(!r.output.lines().nth(2).unwrap_or("").contains('e'), "{backend:?}");
+        assert!(
+            r.output.starts_with("[]\nstill running\n"),
+            "{backend:?}: {}",
+            r.output
+        );
+        assert!(
+            !r.output.lines().nth(2).unwrap_or("").contains('e'),
+            "{backend:?}"
+        );
     }
 }
 
@@ -84,7 +96,11 @@ async fn early_exit_and_failed_cd_leave_state_unchanged() {
         assert_eq!(r.cwd, ws, "{backend:?}");
         let r = f.run("cd /definitely/not/here").await;
         assert_eq!(r.exit_code, 1, "{backend:?}");
-        assert!(r.output.contains("No such file or directory"), "{}", r.output);
+        assert!(
+            r.output.contains("No such file or directory"),
+            "{}",
+            r.output
+        );
         let r = f.run("pwd; echo \"${KEPT:-no}${LOST:-no}\"").await;
         assert_eq!(r.output, format!("{ws}\nnono\n"), "{backend:?}");
     }
@@ -95,7 +111,8 @@ async fn cwd_with_spaces_or_leading_dash_works() {
     for backend in backends().await {
         let mut f = fixture(&backend).await;
         let ws = inside(&f);
-        f.run("mkdir -p 'with space/-dash' && cd 'with space' && cd -- -dash").await;
+        f.run("mkdir -p 'with space/-dash' && cd 'with space' && cd -- -dash")
+            .await;
         let r = f.run("pwd").await;
         assert_eq!(r.output, format!("{ws}/with space/-dash\n"), "{backend:?}");
         assert_eq!(r.cwd, format!("{ws}/with space/-dash"));
@@ -153,13 +170,13 @@ async fn login_profile_exports_are_in_the_snapshot() {
         let mut config = slotbox_exec::SessionConfig::new(backend.clone(), workspace.path());
         if backend == slotbox_exec::Backend::Local {
             // Under bwrap HOME is the workspace already; locally point it there explicitly.
-            config.env = config
-                .env
-                .set("HOME", workspace.path().to_str().unwrap());
+            config.env = config.env.set("HOME", workspace.path().to_str().unwrap());
         }
         let mut session = slotbox_exec::Session::start(config).await.unwrap();
         let r = session
-            .exec(&slotbox_exec::ExecRequest::new("echo $FROM_PROFILE; profile_fn"))
+            .exec(&slotbox_exec::ExecRequest::new(
+                "echo $FROM_PROFILE; profile_fn",
+            ))
             .await
             .unwrap();
         assert_eq!(r.output, "yes\nfn-ok\n");

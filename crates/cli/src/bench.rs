@@ -1,0 +1,220 @@
+//! `slotbox bench`: performance measured against floors taken in the same run.
+//!
+//! A ratio to a floor measured seconds earlier on the same machine means something; an absolute
+//! number from another machine does not. Each target of the issues is a ratio printed here, and
+//! `docs/benchmarks.md` records the figures with the command that produced them.
+
+#![allow(clippy::print_stdout)]
+
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use clap::Subcommand;
+use slotbox_exec::Backend;
+use slotbox_exec::BubblewrapConfig;
+use slotbox_exec::ExecRequest;
+use slotbox_exec::Session;
+use slotbox_exec::SessionConfig;
+use slotbox_exec::plan::PlanInput;
+use slotbox_exec::plan::ShellInvocation;
+use slotbox_exec::plan::ShellScript;
+use slotbox_exec::plan::SpawnPlan;
+
+use crate::ExitStatus;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Per-call latency of `true` and `echo hi` through a session, local and bwrap, against the
+    /// bare `bash -c true` and bare bwrap floors.
+    Exec(BenchExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchExecArgs {
+    /// Measured calls per case.
+    #[arg(long, default_value_t = 300)]
+    iterations: usize,
+    /// Unmeasured calls per case first (page cache, allocator, CPU frequency).
+    #[arg(long, default_value_t = 30)]
+    warmup: usize,
+    /// Skip the bwrap cases (on a host without bubblewrap).
+    #[arg(long)]
+    no_bwrap: bool,
+}
+
+pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<ExitStatus> {
+    match command {
+        BenchCommand::Exec(args) => bench_exec(args).await,
+    }
+}
+
+/// Latency samples of one case.
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.0.clone();
+        sorted.sort();
+        let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+        sorted.get(rank).copied().unwrap_or_default()
+    }
+}
+
+/// Runs a plan to completion the plainest way: fork/exec, output to a pipe, wait.
+async fn run_bare(plan: &SpawnPlan) -> anyhow::Result<()> {
+    let output = tokio::process::Command::new(&plan.program)
+        .args(&plan.args)
+        .env_clear()
+        .envs(&plan.env)
+        .current_dir(&plan.cwd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {}", plan.program.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "floor command failed: {:?}",
+        output
+    );
+    Ok(())
+}
+
+fn one_shot_true_plan(backend: &Backend, workspace: &std::path::Path) -> anyhow::Result<SpawnPlan> {
+    let layout = slotbox_exec::probe::host_layout()?;
+    // The same environment a session command gets (a UTF-8 locale makes bash load locale files,
+    // which is part of the floor, not of slotbox's overhead).
+    let home = backend.workspace_path(workspace)?;
+    let env =
+        slotbox_exec::EnvPolicy::default().resolve(std::iter::empty(), &[("HOME", home.as_str())]);
+    let invocation = ShellInvocation {
+        login: false,
+        script: ShellScript::OneShot {
+            cwd: backend.workspace_path(workspace)?,
+            command: "true".to_owned(),
+        },
+    };
+    Ok(backend.plan(&PlanInput {
+        layout: &layout,
+        workspace,
+        session: None,
+        env: &env,
+        invocation: &invocation,
+    })?)
+}
+
+async fn bench_exec(args: BenchExecArgs) -> anyhow::Result<ExitStatus> {
+    let workspace = tempfile_dir()?;
+    let mut backends = vec![Backend::Local];
+    if !args.no_bwrap {
+        backends.push(Backend::Bubblewrap(BubblewrapConfig::default()));
+    }
+    println!(
+        "slotbox bench exec: {} iterations (+{} warm-up) per case, cases interleaved, {} cores",
+        args.iterations,
+        args.warmup,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!(
+        "{:<36} {:>10} {:>10} {:>11}",
+        "case", "p50", "p99", "p50/floor"
+    );
+    let mut missed = Vec::new();
+    for backend in backends {
+        let floor_plan = one_shot_true_plan(&backend, workspace.path())?;
+        let mut config = SessionConfig::new(backend.clone(), workspace.path());
+        if backend == Backend::Local {
+            // Measure slotbox, not this host's dotfiles: a local session's login snapshot holds
+            // whatever ~/.profile defines, and sourcing that each call is the profile's cost. Under
+            // bwrap HOME is the (empty) workspace already.
+            config.env = config
+                .env
+                .set("HOME", workspace.path().to_string_lossy().into_owned());
+        }
+        let one_shot_config = config.clone();
+        let mut session = Session::start(config)
+            .await
+            .with_context(|| format!("starting a {} session", backend.name()))?;
+        let requests = [ExecRequest::new("true"), ExecRequest::new("echo hi")];
+        // Interleaved rounds: machine noise (frequency, other load) hits every case alike, so the
+        // ratios stay meaningful on a busy 2-core VM.
+        let mut floor = Samples(Vec::new());
+        let mut one_shot = Samples(Vec::new());
+        let mut calls = [Samples(Vec::new()), Samples(Vec::new())];
+        for round in 0..args.warmup + args.iterations {
+            let measured = round >= args.warmup;
+            let started = Instant::now();
+            run_bare(&floor_plan).await?;
+            if measured {
+                floor.0.push(started.elapsed());
+            }
+            let started = Instant::now();
+            let result = slotbox_exec::exec_once(&one_shot_config, &requests[0]).await?;
+            anyhow::ensure!(result.exit_code == 0, "one-shot true failed: {result:?}");
+            if measured {
+                one_shot.0.push(started.elapsed());
+            }
+            for (request, samples) in requests.iter().zip(calls.iter_mut()) {
+                let started = Instant::now();
+                let result = session.exec(request).await?;
+                let elapsed = started.elapsed();
+                anyhow::ensure!(
+                    result.exit_code == 0,
+                    "{} failed: {result:?}",
+                    request.command
+                );
+                if measured {
+                    samples.0.push(elapsed);
+                }
+            }
+        }
+        let floor_p50 = floor.percentile(50.0);
+        let floor_name = match backend {
+            Backend::Local => "floor: bare `bash -c true`",
+            Backend::Bubblewrap(_) => "floor: bare bwrap argv, `bash -c true`",
+        };
+        print_row(floor_name, &floor, floor_p50);
+        print_row(
+            &format!("{} one-shot: true", backend.name()),
+            &one_shot,
+            floor_p50,
+        );
+        for (request, samples) in requests.iter().zip(calls.iter()) {
+            let name = format!("{} session: {}", backend.name(), request.command);
+            let ratio = print_row(&name, samples, floor_p50);
+            if ratio > 1.5 {
+                missed.push(format!(
+                    "{name}: p50 {ratio:.2}x the floor (target <= 1.5x)"
+                ));
+            }
+        }
+    }
+    if missed.is_empty() {
+        println!("targets: met (session call p50 <= 1.5x its floor)");
+    }
+    for miss in &missed {
+        println!("target missed: {miss}");
+    }
+    Ok(ExitStatus::Command(0))
+}
+
+fn print_row(name: &str, samples: &Samples, floor_p50: Duration) -> f64 {
+    let p50 = samples.percentile(50.0);
+    let ratio = p50.as_secs_f64() / floor_p50.as_secs_f64().max(f64::MIN_POSITIVE);
+    println!(
+        "{:<36} {:>8.3}ms {:>8.3}ms {:>10.2}x",
+        name,
+        p50.as_secs_f64() * 1e3,
+        samples.percentile(99.0).as_secs_f64() * 1e3,
+        ratio
+    );
+    ratio
+}
+
+fn tempfile_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("slotbox-bench-")
+        .tempdir()
+        .context("creating a scratch workspace")
+}

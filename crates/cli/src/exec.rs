@@ -1,0 +1,178 @@
+//! `slotbox exec`: one command through the execution core.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use clap::ValueEnum;
+use slotbox_exec::Backend;
+use slotbox_exec::BubblewrapConfig;
+use slotbox_exec::ExecRequest;
+use slotbox_exec::Interrupt;
+use slotbox_exec::Network;
+use slotbox_exec::OutputCap;
+use slotbox_exec::SessionConfig;
+use slotbox_exec::StallTimeout;
+use slotbox_exec::Timeout;
+
+use crate::ExitStatus;
+use crate::env_vars;
+
+/// Backends `slotbox exec` can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BackendName {
+    /// Directly on this host, no isolation.
+    Local,
+    /// In a bubblewrap sandbox (workspace read-write, system read-only, no network).
+    Bwrap,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// Where the command runs.
+    #[arg(long, value_enum, default_value = "local", env = env_vars::SLOTBOX_BACKEND)]
+    pub(crate) backend: BackendName,
+
+    /// Time limit in seconds; on expiry the command's process group is killed and slotbox exits
+    /// with 124.
+    #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
+    pub(crate) timeout: f64,
+
+    /// Kill the command (exit 124) when it prints nothing for this many seconds.
+    #[arg(long, value_parser = parse_seconds)]
+    pub(crate) stall_timeout: Option<f64>,
+
+    /// The workspace directory (bound read-write at /workspace under bwrap).
+    #[arg(long, default_value = ".")]
+    pub(crate) workspace: PathBuf,
+
+    /// The directory the command starts in, as the backend sees it (default: the workspace).
+    #[arg(long)]
+    pub(crate) cwd: Option<String>,
+
+    /// Output cap in characters; longer output keeps its first 40 % and last 60 %.
+    #[arg(long, default_value_t = slotbox_protocol::DEFAULT_MAX_OUTPUT_CHARS)]
+    pub(crate) max_output_chars: usize,
+
+    /// Pipe this file to the command's stdin (default: stdin is /dev/null).
+    #[arg(long)]
+    pub(crate) stdin_file: Option<PathBuf>,
+
+    /// Let a bwrap sandbox use the host's network.
+    #[arg(long)]
+    pub(crate) network: bool,
+
+    /// Pass this variable of slotbox's own environment to the command (repeatable); nothing else
+    /// is inherited.
+    #[arg(long = "allow-env", value_name = "NAME")]
+    pub(crate) allow_env: Vec<String>,
+
+    /// The bwrap binary.
+    #[arg(long, env = env_vars::SLOTBOX_BWRAP)]
+    pub(crate) bwrap: Option<PathBuf>,
+
+    /// Print the whole result as JSON (exit_code, output, timed_out, truncated, cwd, duration_ms).
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// The command, run by bash; several words are joined with spaces.
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<String>,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 31_536_000.0 {
+        return Err(format!(
+            "{text} is out of range (more than 0, at most one year)"
+        ));
+    }
+    Ok(seconds)
+}
+
+pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitStatus> {
+    let workspace = std::fs::canonicalize(&args.workspace)
+        .with_context(|| format!("workspace {}", args.workspace.display()))?;
+    let backend = match args.backend {
+        BackendName::Local => {
+            anyhow::ensure!(!args.network, "--network applies to the bwrap backend only");
+            Backend::Local
+        }
+        BackendName::Bwrap => {
+            let mut config = BubblewrapConfig::default();
+            if let Some(bwrap) = args.bwrap {
+                config.bwrap = bwrap;
+            }
+            if args.network {
+                config.network = Network::On;
+            }
+            Backend::Bubblewrap(config)
+        }
+    };
+    let cwd = match (&args.cwd, &backend) {
+        // Locally a relative --cwd means relative to where slotbox was started, as with any tool.
+        (Some(cwd), Backend::Local) => Some(
+            std::path::absolute(cwd)
+                .with_context(|| format!("--cwd {cwd}"))?
+                .to_str()
+                .context("--cwd is not valid UTF-8")?
+                .to_owned(),
+        ),
+        (cwd, _) => cwd.clone(),
+    };
+    let mut env = slotbox_exec::EnvPolicy::default();
+    for name in args.allow_env {
+        env = env.allow(name);
+    }
+    let stdin = match &args.stdin_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading --stdin-file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let config = SessionConfig {
+        cwd,
+        env,
+        ..SessionConfig::new(backend, workspace)
+    };
+    let interrupt = Interrupt::new();
+    let mut request = ExecRequest::new(args.command.join(" "))
+        .timeout(Some(Timeout::new(Duration::from_secs_f64(args.timeout))))
+        .max_output(OutputCap::chars(args.max_output_chars))
+        .interrupt(interrupt.clone());
+    if let Some(stall) = args.stall_timeout {
+        request = request.stall_timeout(StallTimeout::new(Duration::from_secs_f64(stall)));
+    }
+    request.stdin = stdin;
+
+    // Ctrl-C interrupts the command (exit 130, process group killed) instead of orphaning it.
+    let on_ctrl_c = interrupt.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.trigger();
+        }
+    });
+
+    let result = slotbox_exec::exec_once(&config, &request).await?;
+    let mut stdout = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer(&mut stdout, &result)
+            .map_err(std::io::Error::from)
+            .and_then(|()| stdout.write_all(b"\n"))
+    } else {
+        stdout.write_all(result.output.as_bytes())
+    };
+    match written.and_then(|()| stdout.flush()) {
+        // A closed stdout (`slotbox exec … | head`) is the reader's choice, not an error.
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(error).context("writing the output");
+        }
+        _ => {}
+    }
+    Ok(ExitStatus::Command(result.exit_code))
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Architecture invariants on crate dependencies (see ARCHITECTURE.md). Each line names a crate and
+# a package it must never reach through normal dependencies. `cargo tree -i` prints the package's
+# inverted tree only when it is reachable (it fails for a package not in the lock file at all, and
+# prints nothing for one in the workspace but not reachable), so any output is a violation.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+status=0
+forbid() {
+  local crate=$1 package=$2 why=$3
+  local tree
+  tree=$(cargo tree --offline -q -p "$crate" -e normal -i "$package" 2>/dev/null) || tree=""
+  if [ -n "$tree" ]; then
+    echo "boundary violated: $crate depends on $package ($why):" >&2
+    echo "$tree" >&2
+    status=1
+  fi
+}
+
+forbid slotbox-protocol tokio "the protocol crate is plain data"
+forbid slotbox-protocol slotbox-exec "the protocol crate is a leaf"
+for http in axum hyper reqwest tower http; do
+  forbid slotbox-exec "$http" "the execution core knows nothing about HTTP"
+done
+forbid slotbox-exec slotbox-test-support "test support is a dev-dependency only"
+forbid slotbox-cli slotbox-test-support "test support is a dev-dependency only"
+
+if [ $status -eq 0 ]; then
+  echo "crate boundaries: ok"
+fi
+exit $status
