@@ -34,7 +34,11 @@ fn every_rust_file_starts_with_a_module_doc() {
         .iter()
         .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
         .collect();
-    assert!(rust_files.len() > 10, "found only {} files", rust_files.len());
+    assert!(
+        rust_files.len() > 10,
+        "found only {} files",
+        rust_files.len()
+    );
     let missing: Vec<String> = rust_files
         .iter()
         .filter(|path| {
@@ -43,7 +47,10 @@ fn every_rust_file_starts_with_a_module_doc() {
         })
         .map(|path| path.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a leading //! doc: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! doc: {missing:#?}"
+    );
 }
 
 #[test]
