@@ -10,7 +10,7 @@ slotbox=target/release/slotbox
 workspace=$(mktemp -d)
 trap 'rm -rf "$workspace"' EXIT
 
-step() { printf '\n$ %s\n' "$*"; "$@" || printf '(exit code %s)\n' "$?"; }
+step() { printf '\n$ %s\n' "$*"; "$@" || printf '\n(exit code %s)\n' "$?"; }
 step "$slotbox" exec -- echo hi
 step "$slotbox" exec --backend bwrap --workspace "$workspace" -- 'echo "in the sandbox: $(hostname), pid $$, cwd $PWD"; ls /; touch /etc/x'
 step "$slotbox" exec --backend bwrap --workspace "$workspace" --timeout 1 -- 'echo working; sleep 30'

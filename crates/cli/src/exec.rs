@@ -158,7 +158,10 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitStatus> {
         }
     });
 
-    let result = slotbox_exec::exec_once(&config, &request).await?;
+    // A session, not a one-shot call: the command sees the login profile's environment, as an
+    // agent's first command would, and the result reports the cwd it ended in.
+    let mut session = slotbox_exec::Session::start(config).await?;
+    let result = session.exec(&request).await?;
     let mut stdout = std::io::stdout().lock();
     let written = if args.json {
         serde_json::to_writer(&mut stdout, &result)

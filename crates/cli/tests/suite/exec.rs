@@ -135,6 +135,11 @@ fn json_result_has_every_field() {
         assert!(result.output.starts_with("1\n2\n"));
         assert!(result.output.ends_with("999\n1000\n"));
         assert!(!result.timed_out);
+        assert!(
+            result.cwd.ends_with("/sub"),
+            "{backend}: the cwd after the command: {}",
+            result.cwd
+        );
         let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         for field in [
             "exit_code",
