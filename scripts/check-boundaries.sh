@@ -25,6 +25,8 @@ for http in axum hyper reqwest tower http; do
 done
 forbid slotbox-exec slotbox-test-support "test support is a dev-dependency only"
 forbid slotbox-cli slotbox-test-support "test support is a dev-dependency only"
+forbid slotbox-server slotbox-test-support "test support is a dev-dependency only"
+forbid slotbox-protocol axum "the protocol crate is plain data"
 
 if [ $status -eq 0 ]; then
   echo "crate boundaries: ok"

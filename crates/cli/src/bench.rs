@@ -64,15 +64,24 @@ impl Samples {
 
 /// Runs a plan to completion the plainest way: fork/exec, output to a pipe, wait.
 async fn run_bare(plan: &SpawnPlan) -> anyhow::Result<()> {
-    let output = tokio::process::Command::new(&plan.program)
-        .args(&plan.args)
+    // The floor of a sandbox is bwrap itself, without the setsid(1) that slotbox puts in front
+    // (which is slotbox's cost).
+    let (program, args) = match plan.group {
+        slotbox_exec::plan::ProcessGroup::NewSession => (
+            std::path::PathBuf::from(plan.args.first().map_or("", String::as_str)),
+            plan.args.get(1..).unwrap_or_default(),
+        ),
+        slotbox_exec::plan::ProcessGroup::New => (plan.program.clone(), plan.args.as_slice()),
+    };
+    let output = tokio::process::Command::new(&program)
+        .args(args)
         .env_clear()
         .envs(&plan.env)
         .current_dir(&plan.cwd)
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .with_context(|| format!("running {}", plan.program.display()))?;
+        .with_context(|| format!("running {}", program.display()))?;
     anyhow::ensure!(
         output.status.success(),
         "floor command failed: {:?}",

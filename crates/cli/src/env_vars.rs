@@ -10,3 +10,7 @@ pub(crate) const SLOTBOX_BACKEND: &str = "SLOTBOX_BACKEND";
 pub(crate) const SLOTBOX_BWRAP: &str = "SLOTBOX_BWRAP";
 /// Log filter for slotbox's own diagnostics on stderr (tracing `EnvFilter` syntax).
 pub(crate) const SLOTBOX_LOG: &str = "SLOTBOX_LOG";
+/// Bearer token of `slotbox serve` (so it stays out of `ps` output).
+pub(crate) const SLOTBOX_TOKEN: &str = "SLOTBOX_TOKEN";
+/// Set by Nomad inside an allocation: `slotbox serve` keeps its data under `$NOMAD_ALLOC_DIR/data`.
+pub(crate) const NOMAD_ALLOC_DIR: &str = "NOMAD_ALLOC_DIR";

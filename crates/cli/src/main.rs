@@ -6,6 +6,7 @@
 mod bench;
 mod env_vars;
 mod exec;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run one command in a backend and print its output; exits with the command's exit code.
     Exec(exec::ExecArgs),
+    /// Serve slots over HTTP: the seed-compatible API and the v1 lease API.
+    Serve(serve::ServeArgs),
     /// Measure slotbox against its floors (prints a table; not a test).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Exec(args) => exec::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
             Command::Bench(command) => bench::run(command).await,
         }
     });

@@ -29,6 +29,12 @@ pub enum Error {
         detail: String,
     },
 
+    /// `setsid(1)` (util-linux) is missing; sandboxes need it to be killable as a whole.
+    #[error(
+        "setsid not found (looked in /usr/bin, /bin): install util-linux; refusing to run unsandboxed"
+    )]
+    SetsidMissing,
+
     /// bash could not be found on the host.
     #[error("bash not found (looked in {searched}); slotbox runs every command with bash")]
     BashMissing {

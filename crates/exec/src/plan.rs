@@ -114,6 +114,19 @@ pub struct SpawnPlan {
     pub env: BTreeMap<String, String>,
     /// Its working directory on the host.
     pub cwd: PathBuf,
+    /// How the process gets a process group of its own, which the runner kills as a whole.
+    pub group: ProcessGroup,
+}
+
+/// How a spawned process comes to lead its own process group (whose id is then its pid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessGroup {
+    /// The runner puts it in a new process group (same session).
+    New,
+    /// The program itself starts a new session (`setsid PROGRAM…`), detaching from slotbox's
+    /// controlling terminal too; the runner must then leave the group alone, because `setsid(1)`
+    /// forks when started as a group leader.
+    NewSession,
 }
 
 /// A reviewable rendering: one argument per line, then the environment.
@@ -121,6 +134,7 @@ impl fmt::Display for SpawnPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "program: {}", self.program.display())?;
         writeln!(f, "cwd: {}", self.cwd.display())?;
+        writeln!(f, "group: {:?}", self.group)?;
         writeln!(f, "args:")?;
         for arg in &self.args {
             if arg.contains('\n') {
@@ -160,6 +174,8 @@ pub enum RootEntry {
 pub struct HostLayout {
     /// bash's absolute path.
     pub bash: String,
+    /// `setsid(1)`'s absolute path (util-linux), if present.
+    pub setsid: Option<String>,
     /// `/bin`, `/sbin`, `/lib*` as they are on this host.
     pub root_entries: Vec<RootEntry>,
     /// System directories besides `/usr` and `/etc` that exist and are bound read-only (`/opt`).
@@ -179,6 +195,7 @@ const MASK_CANDIDATES: &[&str] = &[
     "/etc/security/opasswd",
 ];
 const BASH_CANDIDATES: &[&str] = &["/usr/bin/bash", "/bin/bash", "/usr/local/bin/bash"];
+const SETSID_CANDIDATES: &[&str] = &["/usr/bin/setsid", "/bin/setsid"];
 
 impl HostLayout {
     /// Reads the host's layout.
@@ -190,6 +207,10 @@ impl HostLayout {
             .ok_or_else(|| Error::BashMissing {
                 searched: BASH_CANDIDATES.join(", "),
             })?;
+        let setsid = SETSID_CANDIDATES
+            .iter()
+            .find(|candidate| is_executable_file(Path::new(candidate)))
+            .map(|found| (*found).to_owned());
         let mut root_entries = Vec::new();
         for candidate in ROOT_ENTRY_CANDIDATES {
             let Ok(meta) = std::fs::symlink_metadata(candidate) else {
@@ -231,6 +252,7 @@ impl HostLayout {
         }
         Ok(Self {
             bash,
+            setsid,
             root_entries,
             extra_system_dirs,
             masked_files,

@@ -10,6 +10,7 @@ use crate::backend::Network;
 fn layout() -> HostLayout {
     HostLayout {
         bash: "/usr/bin/bash".to_owned(),
+        setsid: Some("/usr/bin/setsid".to_owned()),
         root_entries: vec![
             RootEntry::Symlink {
                 path: "/bin".to_owned(),
@@ -147,6 +148,25 @@ fn bubblewrap_never_binds_the_host_root_or_home() {
         assert_ne!(bind[1], "/", "the host root must not be visible");
         assert!(!bind[1].starts_with("/home") && !bind[1].starts_with("/root"));
     }
+}
+
+#[test]
+fn bubblewrap_without_setsid_is_an_error() {
+    let mut layout = layout();
+    layout.setsid = None;
+    let env = env();
+    let invocation = ShellInvocation {
+        login: false,
+        script: session_call(),
+    };
+    let result = bwrap(Network::Off).plan(&PlanInput {
+        layout: &layout,
+        workspace: Path::new("/srv/slots/slot_0"),
+        session: None,
+        env: &env,
+        invocation: &invocation,
+    });
+    assert!(matches!(result, Err(Error::SetsidMissing)), "{result:?}");
 }
 
 #[test]

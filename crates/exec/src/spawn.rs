@@ -42,6 +42,7 @@ use crate::limits::Timeout;
 use crate::output::BoundedCapture;
 use crate::output::OutputCap;
 use crate::output::StreamDecoder;
+use crate::plan::ProcessGroup;
 use crate::plan::SpawnPlan;
 
 /// How long to wait for pipe EOF after the shell exited. Longer only delays calls that left a
@@ -97,6 +98,9 @@ impl GroupGuard {
         if let Some(pgid) = self.pgid {
             // ESRCH (group already gone) is the expected outcome of a late kill, not an error.
             let _ = killpg(pgid, signal);
+            // Also the leader itself: right after spawn, `setsid` may not have made the group yet,
+            // and the leader (setsid or bwrap before it cloned) is all there is to kill then.
+            let _ = nix::sys::signal::kill(pgid, signal);
         }
     }
 
@@ -188,8 +192,14 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
             Stdio::null()
         })
         .stdout(Stdio::from(write_end))
-        .stderr(Stdio::from(write_end_for_stderr))
-        .process_group(0);
+        .stderr(Stdio::from(write_end_for_stderr));
+    match plan.group {
+        ProcessGroup::New => {
+            command.process_group(0);
+        }
+        // setsid(1) makes the group itself (and would fork if it already led one).
+        ProcessGroup::NewSession => {}
+    }
 
     let spawned = command.spawn();
     // Drop our copies of the pipe's write end now, or EOF would never arrive.

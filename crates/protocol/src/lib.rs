@@ -7,6 +7,8 @@
 use serde::Deserialize;
 use serde::Serialize;
 
+pub mod v1;
+
 /// Exit code reported when a command hit its time limit (shell convention, as `timeout(1)`).
 pub const EXIT_TIMEOUT: i32 = 124;
 /// Exit code reported when the tracked working directory could not be entered at all.

@@ -1,6 +1,7 @@
 //! Helpers to run the built `slotbox` binary.
 
 mod exec;
+mod serve;
 
 use std::io::Write;
 use std::process::Command;
@@ -52,4 +53,17 @@ pub(crate) fn backends() -> Vec<&'static str> {
         backends.push("bwrap");
     }
     backends
+}
+
+/// Whether any process on the host has `needle` in its command line.
+pub(crate) fn process_alive(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .map(|cmdline| {
+                String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+            .unwrap_or(false)
+    })
 }

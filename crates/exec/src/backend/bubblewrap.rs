@@ -9,7 +9,15 @@
 //! - the session's state directory at `/run/slotbox` (the wrapper's snapshot and cwd files);
 //! - new user, PID, IPC, UTS (and cgroup, where supported) namespaces; a new network namespace
 //!   (loopback only) unless the network is allowed; `--die-with-parent` so a dead slotbox leaves no
-//!   sandbox behind; `--new-session` so a command cannot push keystrokes into a terminal.
+//!   sandbox behind.
+//!
+//! The process tree and how it is killed: the plan runs `setsid bwrap …`, so bwrap leads a new
+//! session (no controlling terminal: a command cannot push keystrokes into slotbox's terminal
+//! with TIOCSTI) and a process group whose id is its pid. bwrap's own `--new-session` is *not*
+//! used: with it, bwrap's namespace init leaves that group, and killing the group would rely on
+//! `--die-with-parent` alone, which loses a race when bwrap is killed during its setup (measured:
+//! orphaned sandboxes under load). Without it, `killpg` reaches the namespace init directly, and
+//! its death ends every process in the namespace, including ones that called `setsid`.
 //!
 //! With `--unshare-pid` the command's shell is the child of the namespace's init: when it exits the
 //! namespace ends and every process it left behind is killed, so a background job cannot outlive
@@ -17,8 +25,10 @@
 
 use std::path::PathBuf;
 
+use crate::Error;
 use crate::Result;
 use crate::plan::PlanInput;
+use crate::plan::ProcessGroup;
 use crate::plan::RootEntry;
 use crate::plan::ShellScript;
 use crate::plan::SpawnPlan;
@@ -59,10 +69,12 @@ impl Default for BubblewrapConfig {
 }
 
 pub(crate) fn plan(config: &BubblewrapConfig, input: &PlanInput<'_>) -> Result<SpawnPlan> {
-    let mut args: Vec<String> = Vec::new();
+    let setsid = input.layout.setsid.as_deref().ok_or(Error::SetsidMissing)?;
+    let bwrap = utf8(&config.bwrap)?;
+    let mut args: Vec<String> = vec![bwrap.to_owned()];
     let mut push = |items: &[&str]| args.extend(items.iter().map(|item| (*item).to_owned()));
 
-    push(&["--die-with-parent", "--new-session"]);
+    push(&["--die-with-parent"]);
     push(&[
         "--unshare-user",
         "--unshare-pid",
@@ -119,9 +131,10 @@ pub(crate) fn plan(config: &BubblewrapConfig, input: &PlanInput<'_>) -> Result<S
     args.extend(bash_args(input.invocation, state_dir));
 
     Ok(SpawnPlan {
-        program: config.bwrap.clone(),
+        program: PathBuf::from(setsid),
         args,
         env: input.env.clone(),
         cwd: PathBuf::from("/"),
+        group: ProcessGroup::NewSession,
     })
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::Result;
 use crate::plan::PlanInput;
+use crate::plan::ProcessGroup;
 use crate::plan::ShellScript;
 use crate::plan::SpawnPlan;
 use crate::plan::bash_args;
@@ -25,5 +26,6 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Result<SpawnPlan> {
         args: bash_args(input.invocation, state_dir),
         env: input.env.clone(),
         cwd,
+        group: ProcessGroup::New,
     })
 }

@@ -1,0 +1,135 @@
+//! `slotbox serve`: the sandbox server.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use clap::ValueEnum;
+use slotbox_server::Isolation;
+use slotbox_server::Limits;
+use slotbox_server::ServerConfig;
+
+use crate::ExitStatus;
+use crate::env_vars;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum IsolationName {
+    /// bubblewrap if it works here; otherwise refuse to start, saying why.
+    Auto,
+    /// bubblewrap, or refuse to start.
+    Bwrap,
+    /// No isolation at all (commands run on the host); only when asked for explicitly.
+    None,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to bind; anything but loopback requires --token.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port to bind (0: any free port; the chosen address is printed).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Number of slots (slot_0 … slot_{N-1}).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    slots: u32,
+    /// Where slot workspaces live; default `$NOMAD_ALLOC_DIR/data` under Nomad, else /data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// How slot commands are isolated.
+    #[arg(long, value_enum, default_value = "auto")]
+    isolation: IsolationName,
+    /// Bearer token required on every route but /v1/health.
+    #[arg(long, env = env_vars::SLOTBOX_TOKEN, hide_env_values = true)]
+    token: Option<String>,
+    /// The bwrap binary.
+    #[arg(long, env = env_vars::SLOTBOX_BWRAP)]
+    bwrap: Option<PathBuf>,
+}
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitStatus> {
+    if !args.host.is_loopback() && args.token.is_none() {
+        anyhow::bail!(
+            "refusing to listen on {} without a token: anyone who can reach it could run commands; pass --token (or {}) or bind 127.0.0.1",
+            args.host,
+            env_vars::SLOTBOX_TOKEN
+        );
+    }
+    let data_dir = match (args.data_dir, std::env::var_os(env_vars::NOMAD_ALLOC_DIR)) {
+        // An explicit flag wins (the seed silently ignored it under Nomad).
+        (Some(dir), _) => dir,
+        (None, Some(alloc)) => PathBuf::from(alloc).join("data"),
+        (None, None) => PathBuf::from("/data"),
+    };
+    let isolation = resolve_isolation(args.isolation, args.bwrap, &data_dir).await?;
+    let config = ServerConfig {
+        slots: args.slots as usize,
+        data_dir: data_dir.clone(),
+        isolation,
+        token: args.token,
+        limits: Limits::default(),
+    };
+    let listener = tokio::net::TcpListener::bind((args.host, args.port))
+        .await
+        .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    let state = slotbox_server::AppState::new(config).context("preparing the slots")?;
+    tracing::info!(%address, data_dir = %data_dir.display(), "slotbox serve ready");
+    print_ready(&address);
+    slotbox_server::serve(listener, state, shutdown_signal())
+        .await
+        .context("serving")?;
+    Ok(ExitStatus::Command(0))
+}
+
+#[allow(clippy::print_stdout)]
+fn print_ready(address: &std::net::SocketAddr) {
+    use std::io::Write;
+    // One line on stdout that scripts (and tests using --port 0) read to find the server.
+    println!("slotbox serve: listening on http://{address}");
+    let _ = std::io::stdout().flush();
+}
+
+async fn resolve_isolation(
+    requested: IsolationName,
+    bwrap: Option<PathBuf>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Isolation> {
+    if requested == IsolationName::None {
+        tracing::warn!("--isolation none: slot commands run on the host without any isolation");
+        return Ok(Isolation::None);
+    }
+    let mut config = slotbox_exec::BubblewrapConfig::default();
+    if let Some(bwrap) = bwrap {
+        config.bwrap = bwrap;
+    }
+    let layout = slotbox_exec::probe::host_layout()?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    match slotbox_exec::probe::bubblewrap(&config, &layout, data_dir).await {
+        Ok(()) => Ok(Isolation::Bubblewrap(config)),
+        Err(error) => Err(anyhow::Error::new(error).context(
+            "slot isolation is unavailable; fix that, or run without isolation explicitly with --isolation none",
+        )),
+    }
+}
+
+/// Resolves on SIGTERM (what Docker and Nomad send) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

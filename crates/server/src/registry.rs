@@ -1,0 +1,396 @@
+//! The slot registry: owns every slot and lease, and is the only place their state changes.
+//!
+//! Invariants:
+//! - A slot is in exactly one of: free (in `free`, with one semaphore permit), leased (one entry in
+//!   `leases`), resetting, or quarantined (its reset failed; never handed out again).
+//! - The semaphore's permits equal the free slots, and tokio's semaphore is fair, so clients waiting
+//!   for a slot are served first come, first served.
+//! - Commands of one slot run one at a time (`Slot::shell` lock); a lease is re-checked after the
+//!   lock is taken, so a command never runs in a slot that was released while it waited.
+
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+use std::time::Duration;
+
+use slotbox_exec::Backend;
+use slotbox_exec::ExecRequest;
+use slotbox_exec::Interrupt;
+use slotbox_exec::Network;
+use slotbox_exec::Session;
+use slotbox_exec::SessionConfig;
+use slotbox_protocol::ExecResult;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::config::Isolation;
+use crate::config::ServerConfig;
+use crate::error::Error;
+use crate::error::Result;
+use crate::reset;
+
+/// One isolated workspace and the shell session running in it.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) id: String,
+    pub(crate) workspace: PathBuf,
+    /// The lease's session (started at its first command, dropped at reset). Held for the whole
+    /// of a command, which serializes the slot's commands.
+    shell: tokio::sync::Mutex<Option<Session>>,
+    /// The running command's interrupt handle.
+    running: Mutex<Option<Interrupt>>,
+}
+
+/// A lease's bookkeeping.
+#[derive(Debug, Clone)]
+struct LeaseEntry {
+    slot: usize,
+    ttl: Duration,
+    expires_at: Instant,
+    expires_wall: OffsetDateTime,
+    network: bool,
+}
+
+/// Slot counts for health reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Occupancy {
+    pub(crate) free: usize,
+    pub(crate) leased: usize,
+    pub(crate) quarantined: Vec<String>,
+}
+
+/// Owns slots and leases.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    config: Arc<ServerConfig>,
+    slots: Vec<Arc<Slot>>,
+    free: Mutex<VecDeque<usize>>,
+    permits: Semaphore,
+    leases: Mutex<HashMap<String, LeaseEntry>>,
+    quarantined: Mutex<Vec<usize>>,
+    /// Wakes the reaper when the earliest expiry may have changed.
+    reaper_wake: Notify,
+}
+
+/// A granted lease.
+#[derive(Debug, Clone)]
+pub(crate) struct Granted {
+    pub(crate) lease_id: String,
+    pub(crate) slot_id: String,
+    pub(crate) expires_at: OffsetDateTime,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these short critical sections leaves consistent data (each
+    // section is a single insert/remove), so a poisoned lock is still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Registry {
+    /// Creates the data directory and `config.slots` empty workspaces (emptying leftovers of a
+    /// previous run).
+    pub(crate) fn new(config: Arc<ServerConfig>) -> Result<Arc<Self>> {
+        let setup = |path: &std::path::Path| {
+            let path = path.to_owned();
+            move |source| Error::Setup { path, source }
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(setup(&config.data_dir))?;
+        let trash = config.data_dir.join(".trash");
+        // A previous run's trash moves aside whole, so its removal never races a reset that is
+        // renaming a workspace into `.trash`.
+        if trash.exists() {
+            let old = config
+                .data_dir
+                .join(format!(".trash-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::rename(&trash, &old).map_err(setup(&trash))?;
+            spawn_removal(old);
+        }
+        let mut slots = Vec::with_capacity(config.slots);
+        for index in 0..config.slots {
+            let workspace = config.data_dir.join(format!("slot_{index}"));
+            let trashed = reset::swap_for_empty(&workspace, &trash).map_err(setup(&workspace))?;
+            if let Some(trashed) = trashed {
+                spawn_removal(trashed);
+            }
+            slots.push(Arc::new(Slot {
+                id: format!("slot_{index}"),
+                workspace,
+                shell: tokio::sync::Mutex::new(None),
+                running: Mutex::new(None),
+            }));
+        }
+        Ok(Arc::new(Self {
+            permits: Semaphore::new(config.slots),
+            free: Mutex::new((0..config.slots).collect()),
+            config,
+            slots,
+            leases: Mutex::new(HashMap::new()),
+            quarantined: Mutex::new(Vec::new()),
+            reaper_wake: Notify::new(),
+        }))
+    }
+
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub(crate) fn occupancy(&self) -> Occupancy {
+        let quarantined = lock(&self.quarantined)
+            .iter()
+            .map(|index| self.slots[*index].id.clone())
+            .collect();
+        Occupancy {
+            free: lock(&self.free).len(),
+            leased: lock(&self.leases).len(),
+            quarantined,
+        }
+    }
+
+    /// Waits (first come, first served) up to `wait` for a free slot and leases it.
+    pub(crate) async fn acquire(
+        &self,
+        ttl: Duration,
+        wait: Duration,
+        network: bool,
+    ) -> Result<Granted> {
+        let permit = tokio::time::timeout(wait, self.permits.acquire())
+            .await
+            .map_err(|_elapsed| Error::NoSlot(wait))?
+            .map_err(|_closed| Error::Internal("slot semaphore closed".to_owned()))?;
+        permit.forget();
+        let Some(slot) = lock(&self.free).pop_front() else {
+            self.permits.add_permits(1);
+            return Err(Error::Internal("a permit without a free slot".to_owned()));
+        };
+        let lease_id = uuid::Uuid::new_v4().simple().to_string();
+        let (expires_at, expires_wall) = expiry(ttl);
+        lock(&self.leases).insert(
+            lease_id.clone(),
+            LeaseEntry {
+                slot,
+                ttl,
+                expires_at,
+                expires_wall,
+                network,
+            },
+        );
+        self.reaper_wake.notify_one();
+        tracing::info!(lease_id, slot_id = %self.slots[slot].id, "lease granted");
+        Ok(Granted {
+            lease_id,
+            slot_id: self.slots[slot].id.clone(),
+            expires_at: expires_wall,
+        })
+    }
+
+    /// A live lease, or `UnknownLease` (also for one that expired and awaits the reaper).
+    fn live_lease(&self, lease_id: &str) -> Result<LeaseEntry> {
+        let leases = lock(&self.leases);
+        match leases.get(lease_id) {
+            Some(entry) if entry.expires_at > Instant::now() => Ok(entry.clone()),
+            _ => Err(Error::UnknownLease(lease_id.to_owned())),
+        }
+    }
+
+    /// Extends a lease by `ttl` from now (default: its original ttl).
+    pub(crate) fn renew(&self, lease_id: &str, ttl: Option<Duration>) -> Result<Granted> {
+        let mut leases = lock(&self.leases);
+        let entry = leases
+            .get_mut(lease_id)
+            .filter(|entry| entry.expires_at > Instant::now())
+            .ok_or_else(|| Error::UnknownLease(lease_id.to_owned()))?;
+        if let Some(ttl) = ttl {
+            entry.ttl = ttl;
+        }
+        (entry.expires_at, entry.expires_wall) = expiry(entry.ttl);
+        let granted = Granted {
+            lease_id: lease_id.to_owned(),
+            slot_id: self.slots[entry.slot].id.clone(),
+            expires_at: entry.expires_wall,
+        };
+        drop(leases);
+        self.reaper_wake.notify_one();
+        Ok(granted)
+    }
+
+    /// The workspace of a live lease (for the files API).
+    pub(crate) fn workspace(&self, lease_id: &str) -> Result<PathBuf> {
+        let entry = self.live_lease(lease_id)?;
+        Ok(self.slots[entry.slot].workspace.clone())
+    }
+
+    /// Runs a command in the lease's session.
+    pub(crate) async fn exec(
+        &self,
+        lease_id: &str,
+        mut request: ExecRequest,
+    ) -> Result<ExecResult> {
+        let entry = self.live_lease(lease_id)?;
+        let slot = Arc::clone(&self.slots[entry.slot]);
+        let mut shell = slot.shell.lock().await;
+        // Released (and maybe re-leased) while this call waited for the slot?
+        match self.live_lease(lease_id) {
+            Ok(current) if current.slot == entry.slot => {}
+            _ => return Err(Error::UnknownLease(lease_id.to_owned())),
+        }
+        if shell.is_none() {
+            let session = Session::start(self.session_config(&slot, entry.network)).await?;
+            *shell = Some(session);
+        }
+        let Some(session) = shell.as_mut() else {
+            return Err(Error::Internal("session missing after start".to_owned()));
+        };
+        let interrupt = Interrupt::new();
+        request.interrupt = Some(interrupt.clone());
+        *lock(&slot.running) = Some(interrupt);
+        // Cleared however the call ends, including when this future is dropped (client gone).
+        let _clear = ClearRunning(&slot);
+        Ok(session.exec(&request).await?)
+    }
+
+    /// Interrupts the lease's running command, if any.
+    pub(crate) fn interrupt(&self, lease_id: &str) -> Result<bool> {
+        let entry = self.live_lease(lease_id)?;
+        let running = lock(&self.slots[entry.slot].running).clone();
+        Ok(match running {
+            Some(interrupt) => {
+                interrupt.trigger();
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Ends a lease: kills its command, resets the slot and frees it.
+    pub(crate) async fn release(&self, lease_id: &str) -> Result<String> {
+        let entry = lock(&self.leases)
+            .remove(lease_id)
+            .ok_or_else(|| Error::UnknownLease(lease_id.to_owned()))?;
+        self.reaper_wake.notify_one();
+        let slot_id = self.slots[entry.slot].id.clone();
+        self.reset_and_free(entry.slot).await;
+        tracing::info!(lease_id, slot_id, "lease released");
+        Ok(slot_id)
+    }
+
+    async fn reset_and_free(&self, index: usize) {
+        let slot = Arc::clone(&self.slots[index]);
+        if let Some(interrupt) = lock(&slot.running).clone() {
+            interrupt.trigger();
+        }
+        // Waits for the interrupted command to be gone (bounded by the kill grace).
+        let mut shell = slot.shell.lock().await;
+        // Dropping the session removes its state and /tmp.
+        *shell = None;
+        let trash = self.config.data_dir.join(".trash");
+        let workspace = slot.workspace.clone();
+        let swapped =
+            tokio::task::spawn_blocking(move || reset::swap_for_empty(&workspace, &trash)).await;
+        match swapped {
+            Ok(Ok(trashed)) => {
+                if let Some(trashed) = trashed {
+                    spawn_removal(trashed);
+                }
+                drop(shell);
+                lock(&self.free).push_back(index);
+                self.permits.add_permits(1);
+            }
+            Ok(Err(error)) => self.quarantine(index, &error.to_string()),
+            Err(join_error) => self.quarantine(index, &join_error.to_string()),
+        }
+    }
+
+    fn quarantine(&self, index: usize, why: &str) {
+        tracing::error!(slot_id = %self.slots[index].id, why, "slot reset failed; slot quarantined");
+        lock(&self.quarantined).push(index);
+    }
+
+    fn session_config(&self, slot: &Slot, network: bool) -> SessionConfig {
+        let backend = match &self.config.isolation {
+            Isolation::Bubblewrap(config) => {
+                let mut config = config.clone();
+                config.network = if network { Network::On } else { Network::Off };
+                Backend::Bubblewrap(config)
+            }
+            Isolation::None => Backend::Local,
+        };
+        SessionConfig::new(backend, slot.workspace.clone())
+    }
+
+    /// Expires leases as their time comes: resets their slots and frees them. Runs until the
+    /// registry is dropped.
+    pub(crate) async fn reap(self: Arc<Self>) {
+        loop {
+            let now = Instant::now();
+            let (expired, next): (Vec<String>, Option<Instant>) = {
+                let leases = lock(&self.leases);
+                let expired = leases
+                    .iter()
+                    .filter(|(_, entry)| entry.expires_at <= now)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let next = leases
+                    .values()
+                    .map(|entry| entry.expires_at)
+                    .filter(|at| *at > now)
+                    .min();
+                (expired, next)
+            };
+            for lease_id in expired {
+                tracing::info!(lease_id, "lease expired");
+                let registry = Arc::clone(&self);
+                tokio::spawn(async move {
+                    // Already released by its client in the meantime: nothing to do.
+                    let _ = registry.release(&lease_id).await;
+                });
+            }
+            let far = now + Duration::from_secs(3600);
+            tokio::select! {
+                () = tokio::time::sleep_until(next.unwrap_or(far)) => {}
+                () = self.reaper_wake.notified() => {}
+            }
+        }
+    }
+
+    /// Kills every running command (shutdown).
+    pub(crate) fn interrupt_all(&self) {
+        for slot in &self.slots {
+            if let Some(interrupt) = lock(&slot.running).clone() {
+                interrupt.trigger();
+            }
+        }
+    }
+}
+
+struct ClearRunning<'a>(&'a Slot);
+
+impl Drop for ClearRunning<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.running) = None;
+    }
+}
+
+fn expiry(ttl: Duration) -> (Instant, OffsetDateTime) {
+    (Instant::now() + ttl, OffsetDateTime::now_utc() + ttl)
+}
+
+/// Deletes a trashed tree off the async threads; failures are logged (the slot is already clean).
+fn spawn_removal(path: PathBuf) {
+    // Outside a runtime (unit tests of setup) there is nothing to spawn on; the trash is then
+    // removed at the next start.
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = reset::remove_tree(&path) {
+            tracing::warn!(path = %path.display(), %error, "could not delete a reset workspace");
+        }
+    });
+}

@@ -1,0 +1,75 @@
+//! Isolation between slots and from the server, checked from inside the sandbox.
+
+use pretty_assertions::assert_eq;
+use serde_json::json;
+
+use super::server;
+
+#[tokio::test]
+async fn slots_cannot_see_each_other_or_the_server() {
+    let Some(s) = server(2).await else { return };
+    let (a, slot_a) = s.lease().await;
+    let (b, _) = s.lease().await;
+    s.exec(&a, "echo secret-of-a > mine.txt").await;
+    let data_dir = s.data.path().display().to_string();
+    let r = s
+        .exec(&b, &format!("ls /workspace; ls {data_dir} 2>&1; cat {data_dir}/data/{slot_a}/mine.txt 2>&1; find / -name mine.txt 2>/dev/null | head -1"))
+        .await;
+    let output = r["output"].as_str().unwrap();
+    assert!(!output.contains("secret-of-a"), "{output}");
+    assert!(output.contains("No such file or directory"), "{output}");
+    // The server's environment (this test process) is not visible.
+    let r = s.exec(&b, "env").await;
+    let env = r["output"].as_str().unwrap();
+    assert!(!env.contains("CARGO"), "{env}");
+    // No network by default.
+    let r = s
+        .exec(
+            &b,
+            "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '",
+        )
+        .await;
+    assert_eq!(r["output"], "lo\n");
+}
+
+#[tokio::test]
+async fn network_is_a_lease_option() {
+    let Some(s) = server(1).await else { return };
+    let reply = s.post("/v1/leases", json!({"network": true})).await;
+    let lease = reply.json["lease_id"].as_str().unwrap().to_owned();
+    let r = s
+        .exec(&lease, "cat /proc/net/dev | tail -n +3 | wc -l")
+        .await;
+    let host = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .count()
+        - 2;
+    assert_eq!(r["output"], format!("{host}\n"));
+}
+
+#[tokio::test]
+async fn reset_survives_symlinks_read_only_dirs_and_many_files() {
+    let Some(s) = server(1).await else { return };
+    let (lease, slot) = s.lease().await;
+    let r = s
+        .exec(
+            &lease,
+            "ln -s / root-link; ln -s /tmp tmp-link; mkdir -p ro/inner && touch ro/inner/f && chmod 0 ro/inner ro; \
+             mkdir many && cd many && seq 1 20000 | xargs touch; cd ..; export LEFTOVER=1",
+        )
+        .await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let reply = s.send("DELETE", &format!("/v1/leases/{lease}"), "").await;
+    assert_eq!(reply.status, axum::http::StatusCode::OK);
+    assert_eq!(std::fs::read_dir(s.workspace(&slot)).unwrap().count(), 0);
+    assert!(std::path::Path::new("/usr/bin/env").exists());
+    let health = s.send("GET", "/v1/health", "").await.json;
+    assert_eq!(health["free"], 1);
+    assert_eq!(health["quarantined"], json!([]));
+    // The next lease of the slot starts clean: no files, no session state.
+    let (next, next_slot) = s.lease().await;
+    assert_eq!(next_slot, slot);
+    let r = s.exec(&next, "ls -A; echo \"[${LEFTOVER:-}]\"; pwd").await;
+    assert_eq!(r["output"], "[]\n/workspace\n");
+}
