@@ -40,3 +40,4 @@ pub use session::SessionConfig;
 pub use session::exec_once;
 pub use spawn::DRAIN_AFTER_EXIT;
 pub use spawn::KILL_GRACE;
+pub use spawn::Streams;

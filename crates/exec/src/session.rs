@@ -38,6 +38,7 @@ use crate::plan::ShellInvocation;
 use crate::plan::ShellScript;
 use crate::spawn::Ending;
 use crate::spawn::RunSpec;
+use crate::spawn::Streams;
 
 /// A working directory longer than this is not a path bash printed (`PATH_MAX` is 4096).
 const MAX_CWD_BYTES: usize = 4096;
@@ -55,8 +56,10 @@ pub struct ExecRequest {
     pub stall_timeout: Option<StallTimeout>,
     /// Interrupt handle.
     pub interrupt: Option<Interrupt>,
-    /// Output cap.
+    /// Output cap (per stream with `Streams::Separate`).
     pub max_output: OutputCap,
+    /// Merged output (default) or stderr apart.
+    pub streams: Streams,
 }
 
 impl ExecRequest {
@@ -69,6 +72,7 @@ impl ExecRequest {
             stall_timeout: None,
             interrupt: None,
             max_output: OutputCap::default(),
+            streams: Streams::Merged,
         }
     }
 
@@ -93,6 +97,12 @@ impl ExecRequest {
     /// Watches `interrupt`.
     pub fn interrupt(mut self, interrupt: Interrupt) -> Self {
         self.interrupt = Some(interrupt);
+        self
+    }
+
+    /// Captures stderr apart from stdout (`ExecResult::stderr`).
+    pub fn separate_stderr(mut self) -> Self {
+        self.streams = Streams::Separate;
         self
     }
 
@@ -194,6 +204,7 @@ impl Prepared {
             stall_timeout: request.stall_timeout,
             interrupt: request.interrupt.as_ref(),
             cap: request.max_output,
+            streams: request.streams,
         })
         .await
     }
@@ -374,12 +385,15 @@ fn result_of(outcome: crate::spawn::RunOutcome, cwd: String) -> ExecResult {
         None => String::new(),
     };
     let rendered = outcome.capture.render(&suffix);
+    let stderr = outcome.stderr.map(|capture| capture.render(""));
+    let stderr_truncated = stderr.as_ref().is_some_and(|stderr| stderr.truncated);
     ExecResult {
         exit_code,
         output: rendered.text,
+        stderr: stderr.map(|stderr| stderr.text),
         timed_out: matches!(outcome.ending, Ending::TimedOut(_) | Ending::Stalled(_)),
         interrupted: matches!(outcome.ending, Ending::Interrupted),
-        truncated: rendered.truncated,
+        truncated: rendered.truncated || stderr_truncated,
         cwd,
         duration_ms: u64::try_from(outcome.elapsed.as_millis()).unwrap_or(u64::MAX),
     }

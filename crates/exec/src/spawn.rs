@@ -5,7 +5,8 @@
 //! - The environment is cleared and set from the plan: nothing of slotbox's own leaks in.
 //! - stdin is `/dev/null` unless data is given (then it is written and closed), so `cat` or a
 //!   prompt never waits for input that cannot come.
-//! - stdout and stderr share one pipe, so the output is merged in the order it was written.
+//! - stdout and stderr share one pipe, so the output is merged in the order it was written
+//!   (`Streams::Merged`); with `Streams::Separate` stderr gets a pipe and a capture of its own.
 //! - The child leads its own process group, so a timeout can kill the whole tree (`killpg`).
 //! - No `pre_exec` hook. Any hook makes std fork the whole slotbox process instead of using
 //!   `posix_spawn` (vfork): measured +0.25 to 0.5 ms per call here, and fork gets slower as the
@@ -65,6 +66,17 @@ pub(crate) struct RunSpec<'a> {
     pub(crate) stall_timeout: Option<StallTimeout>,
     pub(crate) interrupt: Option<&'a Interrupt>,
     pub(crate) cap: OutputCap,
+    pub(crate) streams: Streams,
+}
+
+/// Whether stderr is merged into stdout or captured on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Streams {
+    /// One stream, in the order things were written (what agents see).
+    #[default]
+    Merged,
+    /// stdout and stderr captured apart, each under the cap (the seed API's format needs this).
+    Separate,
 }
 
 /// How a run ended.
@@ -85,6 +97,8 @@ pub(crate) enum Ending {
 pub(crate) struct RunOutcome {
     pub(crate) ending: Ending,
     pub(crate) capture: BoundedCapture,
+    /// stderr, with `Streams::Separate`.
+    pub(crate) stderr: Option<BoundedCapture>,
     pub(crate) elapsed: Duration,
 }
 
@@ -143,6 +157,18 @@ impl OutputPipe {
         }
     }
 
+    fn new(read_end: io::PipeReader, cap: OutputCap) -> Result<Self> {
+        let reader = pipe::Receiver::from_owned_fd(OwnedFd::from(read_end))
+            .map_err(Error::io("watching an output pipe"))?;
+        Ok(Self {
+            reader,
+            decoder: StreamDecoder::new(),
+            capture: BoundedCapture::new(cap),
+            buffer: vec![0u8; READ_CHUNK],
+            eof: false,
+        })
+    }
+
     /// Reads until EOF or `deadline`.
     async fn drain_until(&mut self, deadline: tokio::time::Instant) {
         while !self.eof {
@@ -171,14 +197,35 @@ impl OutputPipe {
     }
 }
 
+/// Reads the next chunk of an optional pipe; never resolves for a missing or finished one.
+async fn read_optional(pipe: &mut Option<OutputPipe>) -> io::Result<usize> {
+    match pipe {
+        Some(pipe) if !pipe.eof => pipe.reader.read(&mut pipe.buffer).await,
+        _ => std::future::pending().await,
+    }
+}
+
+fn all_eof(output: &OutputPipe, stderr: &Option<OutputPipe>) -> bool {
+    output.eof && stderr.as_ref().is_none_or(|pipe| pipe.eof)
+}
+
 /// Runs `spec` to completion.
 pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
     let started = Instant::now();
     let plan = spec.plan;
     let (read_end, write_end) = io::pipe().map_err(Error::io("creating the output pipe"))?;
-    let write_end_for_stderr = write_end
-        .try_clone()
-        .map_err(Error::io("duplicating the output pipe"))?;
+    let (stderr_read_end, stderr_write_end) = match spec.streams {
+        Streams::Merged => (
+            None,
+            write_end
+                .try_clone()
+                .map_err(Error::io("duplicating the output pipe"))?,
+        ),
+        Streams::Separate => {
+            let (read, write) = io::pipe().map_err(Error::io("creating the stderr pipe"))?;
+            (Some(read), write)
+        }
+    };
 
     let mut command = tokio::process::Command::new(&plan.program);
     command
@@ -192,7 +239,7 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
             Stdio::null()
         })
         .stdout(Stdio::from(write_end))
-        .stderr(Stdio::from(write_end_for_stderr));
+        .stderr(Stdio::from(stderr_write_end));
     match plan.group {
         ProcessGroup::New => {
             command.process_group(0);
@@ -221,15 +268,10 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
         });
     }
 
-    let reader = pipe::Receiver::from_owned_fd(OwnedFd::from(read_end))
-        .map_err(Error::io("watching the output pipe"))?;
-    let mut output = OutputPipe {
-        reader,
-        decoder: StreamDecoder::new(),
-        capture: BoundedCapture::new(spec.cap),
-        buffer: vec![0u8; READ_CHUNK],
-        eof: false,
-    };
+    let mut output = OutputPipe::new(read_end, spec.cap)?;
+    let mut stderr = stderr_read_end
+        .map(|read_end| OutputPipe::new(read_end, spec.cap))
+        .transpose()?;
 
     let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let deadline = tokio::time::sleep_until(spec.timeout.map_or(far_future, |timeout| {
@@ -246,12 +288,19 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
 
     let mut exit_code: Option<i32> = None;
     let stop: Option<Ending> = loop {
-        if exit_code.is_some() && output.eof {
+        if exit_code.is_some() && all_eof(&output, &stderr) {
             break None;
         }
         tokio::select! {
             read = output.reader.read(&mut output.buffer), if !output.eof => {
                 if output.take(read)
+                    && let Some(stall_limit) = stall_limit
+                {
+                    stall.as_mut().reset(tokio::time::Instant::now() + stall_limit.duration());
+                }
+            }
+            read = read_optional(&mut stderr) => {
+                if stderr.as_mut().is_some_and(|pipe| pipe.take(read))
                     && let Some(stall_limit) = stall_limit
                 {
                     stall.as_mut().reset(tokio::time::Instant::now() + stall_limit.duration());
@@ -280,14 +329,23 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
             Ending::Exited(exit_code.unwrap_or(0))
         }
         Some(ending) => {
-            stop_group(&mut guard, &mut child, &mut output, exit_code.is_some()).await;
+            stop_group(
+                &mut guard,
+                &mut child,
+                &mut output,
+                &mut stderr,
+                exit_code.is_some(),
+            )
+            .await;
             ending
         }
     };
     let capture = output.finish();
+    let stderr = stderr.map(OutputPipe::finish);
     Ok(RunOutcome {
         ending,
         capture,
+        stderr,
         elapsed: started.elapsed(),
     })
 }
@@ -297,13 +355,19 @@ async fn stop_group(
     guard: &mut GroupGuard,
     child: &mut Child,
     output: &mut OutputPipe,
+    stderr: &mut Option<OutputPipe>,
     mut exited: bool,
 ) {
     guard.signal(Signal::SIGTERM);
     let grace_end = tokio::time::Instant::now() + KILL_GRACE;
-    while !(exited && output.eof) {
+    while !(exited && all_eof(output, stderr)) {
         tokio::select! {
             read = output.reader.read(&mut output.buffer), if !output.eof => { output.take(read); }
+            read = read_optional(stderr) => {
+                if let Some(pipe) = stderr.as_mut() {
+                    pipe.take(read);
+                }
+            }
             _ = child.wait(), if !exited => exited = true,
             () = tokio::time::sleep_until(grace_end) => break,
         }
@@ -314,9 +378,11 @@ async fn stop_group(
     if !exited {
         let _ = child.wait().await;
     }
-    output
-        .drain_until(tokio::time::Instant::now() + DRAIN_AFTER_EXIT)
-        .await;
+    let drain_end = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
+    output.drain_until(drain_end).await;
+    if let Some(pipe) = stderr.as_mut() {
+        pipe.drain_until(drain_end).await;
+    }
 }
 
 fn exit_code_of(status: std::process::ExitStatus) -> i32 {

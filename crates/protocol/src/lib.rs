@@ -27,6 +27,9 @@ pub struct ExecResult {
     /// stdout and stderr merged in arrival order, decoded as UTF-8 (invalid bytes become U+FFFD),
     /// head/tail-truncated to the cap, with the timeout or interrupt notice appended.
     pub output: String,
+    /// stderr, when it was captured apart (then `output` is stdout alone); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
     /// The command was stopped because it ran past its time limit (or its no-output limit).
     pub timed_out: bool,
     /// The command was stopped by an interrupt (cancellation) request.
@@ -50,6 +53,7 @@ mod tests {
         let result = ExecResult {
             exit_code: 0,
             output: "hi\n".to_owned(),
+            stderr: None,
             timed_out: false,
             interrupted: false,
             truncated: false,

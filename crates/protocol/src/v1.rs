@@ -107,6 +107,8 @@ pub mod codes {
     pub const PATH_OUTSIDE_WORKSPACE: &str = "path_outside_workspace";
     /// No such file, or no such route (404).
     pub const NOT_FOUND: &str = "not_found";
+    /// A file over the size limit of the operation (413).
+    pub const FILE_TOO_LARGE: &str = "file_too_large";
     /// The path exists but is not a regular file (400).
     pub const NOT_A_FILE: &str = "not_a_file";
     /// The server failed; details are in its log, not here (500).

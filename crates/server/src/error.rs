@@ -38,6 +38,16 @@ pub enum Error {
     /// A file that does not exist, or a route that does not.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A file over the size limit of the operation.
+    #[error("{path} is {size} bytes, over the {max}-byte limit")]
+    FileTooLarge {
+        /// The path as given.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
     /// Not a regular file.
     #[error("not a regular file: {0}")]
     NotAFile(String),
@@ -75,6 +85,7 @@ impl IntoResponse for Error {
             }
             Error::NotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
             Error::NotAFile(_) => (StatusCode::BAD_REQUEST, codes::NOT_A_FILE),
+            Error::FileTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, codes::FILE_TOO_LARGE),
             Error::Setup { .. } | Error::Exec(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL)
             }

@@ -15,7 +15,7 @@ use cap_std::fs::Dir;
 use crate::error::Error;
 use crate::error::Result;
 
-fn open_workspace(workspace: &Path) -> Result<Dir> {
+pub(crate) fn open_workspace(workspace: &Path) -> Result<Dir> {
     Dir::open_ambient_dir(workspace, cap_std::ambient_authority()).map_err(|error| {
         Error::Internal(format!(
             "opening workspace {}: {error}",
@@ -24,7 +24,7 @@ fn open_workspace(workspace: &Path) -> Result<Dir> {
     })
 }
 
-fn check_relative(path: &str) -> Result<&Path> {
+pub(crate) fn check_relative(path: &str) -> Result<&Path> {
     if path.is_empty() {
         return Err(Error::InvalidRequest("`path` is empty".to_owned()));
     }
@@ -56,7 +56,7 @@ fn check_relative(path: &str) -> Result<&Path> {
     Ok(relative)
 }
 
-fn map_io(path: &str, error: io::Error) -> Error {
+pub(crate) fn map_io(path: &str, error: io::Error) -> Error {
     match error.kind() {
         io::ErrorKind::NotFound => Error::NotFound(path.to_owned()),
         // cap-std's answer to an escape attempt (`..` out, a symlink out).
@@ -78,10 +78,11 @@ pub(crate) fn read(workspace: &Path, path: &str, max_bytes: u64) -> Result<Vec<u
         return Err(Error::NotAFile(path.to_owned()));
     }
     if meta.len() > max_bytes {
-        return Err(Error::InvalidRequest(format!(
-            "{path} is {} bytes, over the {max_bytes}-byte limit",
-            meta.len()
-        )));
+        return Err(Error::FileTooLarge {
+            path: path.to_owned(),
+            size: meta.len(),
+            max: max_bytes,
+        });
     }
     let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(max_bytes)
@@ -130,4 +131,222 @@ pub(crate) fn write(workspace: &Path, path: &str, content: &[u8]) -> Result<()> 
         let _ = dir.remove_file(&temp);
         map_io(path, error)
     })
+}
+
+/// A file's head, for the seed's `/artifacts/read`: up to `limit` bytes and the file's size.
+pub(crate) fn read_head(workspace: &Path, path: &str, limit: u64) -> Result<(Vec<u8>, u64)> {
+    let relative = check_relative(path)?;
+    let dir = open_workspace(workspace)?;
+    let file = dir.open(relative).map_err(|error| map_io(path, error))?;
+    let meta = file.metadata().map_err(|error| map_io(path, error))?;
+    if !meta.is_file() {
+        return Err(Error::NotAFile(path.to_owned()));
+    }
+    let mut content = Vec::new();
+    file.take(limit)
+        .read_to_end(&mut content)
+        .map_err(|error| map_io(path, error))?;
+    Ok((content, meta.len()))
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Entry {
+    /// Relative to the workspace root.
+    pub(crate) path: String,
+    pub(crate) is_dir: bool,
+    pub(crate) size: u64,
+    pub(crate) mtime: f64,
+}
+
+fn entry_of(path: String, meta: &cap_std::fs::Metadata) -> Entry {
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|time| time.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |age| age.as_secs_f64());
+    Entry {
+        path,
+        is_dir: meta.is_dir(),
+        size: meta.len(),
+        mtime,
+    }
+}
+
+/// Lists `path` (a file: itself; a directory: its entries, sorted, recursively if asked), at most
+/// `max_entries`; `true` when entries were left out. Symlinks are listed as links (never followed).
+pub(crate) fn list(
+    workspace: &Path,
+    path: &str,
+    recursive: bool,
+    max_entries: usize,
+) -> Result<(Vec<Entry>, bool)> {
+    let relative = check_relative(path)?;
+    let dir = open_workspace(workspace)?;
+    let normalized = normalize(relative);
+    let meta = if normalized.as_os_str().is_empty() {
+        dir.dir_metadata().map_err(|error| map_io(path, error))?
+    } else {
+        dir.metadata(&normalized)
+            .map_err(|error| map_io(path, error))?
+    };
+    if meta.is_file() {
+        return Ok((vec![entry_of(display(&normalized), &meta)], false));
+    }
+    if !meta.is_dir() {
+        return Err(Error::InvalidRequest(format!(
+            "unsupported path type: {path}"
+        )));
+    }
+    let mut entries = Vec::new();
+    // Directories to list, depth first in sorted order: (relative path, its Dir).
+    let start = if normalized.as_os_str().is_empty() {
+        dir.try_clone().map_err(|error| map_io(path, error))?
+    } else {
+        dir.open_dir(&normalized)
+            .map_err(|error| map_io(path, error))?
+    };
+    let mut pending = vec![(normalized, start)];
+    while let Some((prefix, current)) = pending.pop() {
+        let mut children: Vec<(String, cap_std::fs::Metadata)> = Vec::new();
+        for child in current.entries().map_err(|error| map_io(path, error))? {
+            let child = child.map_err(|error| map_io(path, error))?;
+            let name = child.file_name().to_string_lossy().into_owned();
+            let meta = current
+                .symlink_metadata(&name)
+                .map_err(|error| map_io(path, error))?;
+            children.push((name, meta));
+        }
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut subdirs = Vec::new();
+        for (name, meta) in children {
+            if entries.len() >= max_entries {
+                return Ok((entries, true));
+            }
+            let child_path = prefix.join(&name);
+            if recursive && meta.is_dir() {
+                subdirs.push((child_path.clone(), name.clone()));
+            }
+            entries.push(entry_of(display(&child_path), &meta));
+        }
+        // Reverse, so the stack pops them in sorted order.
+        for (child_path, name) in subdirs.into_iter().rev() {
+            let sub = current
+                .open_dir(&name)
+                .map_err(|error| map_io(path, error))?;
+            pending.push((child_path, sub));
+        }
+    }
+    Ok((entries, false))
+}
+
+/// `a/./b/../c` → `a/c` (`..` above the root was already refused by `check_relative`).
+fn normalize(relative: &Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for component in relative.components() {
+        match component {
+            std::path::Component::Normal(part) => out.push(part),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir
+            | std::path::Component::RootDir
+            | std::path::Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+fn display(path: &Path) -> String {
+    if path.as_os_str().is_empty() {
+        ".".to_owned()
+    } else {
+        path.to_string_lossy().into_owned()
+    }
+}
+
+/// A gzip-compressed tar of the regular files under `path` (names relative to the workspace
+/// root), at most `max_entries` files. Fails with `FileTooLarge` as soon as the archive grows
+/// past `max_bytes`, without building the rest.
+pub(crate) fn archive(
+    workspace: &Path,
+    path: &str,
+    max_bytes: u64,
+    max_entries: usize,
+) -> Result<(Vec<u8>, usize)> {
+    let (entries, _) = list(workspace, path, true, usize::MAX)?;
+    let dir = open_workspace(workspace)?;
+    let sink = LimitedWriter {
+        buffer: Vec::new(),
+        limit: max_bytes,
+    };
+    let encoder = flate2::write::GzEncoder::new(sink, flate2::Compression::default());
+    let mut builder = tar::Builder::new(encoder);
+    let mut count = 0;
+    let too_large = |written: u64| Error::FileTooLarge {
+        path: format!("archive of {path}"),
+        size: written,
+        max: max_bytes,
+    };
+    for entry in entries.iter().filter(|entry| !entry.is_dir) {
+        if count >= max_entries {
+            break;
+        }
+        let Ok(meta) = dir.symlink_metadata(&entry.path) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let file = dir
+            .open(&entry.path)
+            .map_err(|error| map_io(&entry.path, error))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(meta.len());
+        header.set_mode(0o644);
+        header.set_mtime(entry.mtime as u64);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, &entry.path, file.take(meta.len()))
+            .map_err(|error| limit_or_io(error, &too_large, max_bytes))?;
+        count += 1;
+    }
+    let encoder = builder
+        .into_inner()
+        .map_err(|error| limit_or_io(error, &too_large, max_bytes))?;
+    let sink = encoder
+        .finish()
+        .map_err(|error| limit_or_io(error, &too_large, max_bytes))?;
+    Ok((sink.buffer, count))
+}
+
+fn limit_or_io(error: io::Error, too_large: &dyn Fn(u64) -> Error, max: u64) -> Error {
+    if error.kind() == io::ErrorKind::FileTooLarge {
+        too_large(max + 1)
+    } else {
+        Error::Internal(format!("building an archive: {error}"))
+    }
+}
+
+/// Collects bytes and fails once more than `limit` arrive.
+struct LimitedWriter {
+    buffer: Vec<u8>,
+    limit: u64,
+}
+
+impl io::Write for LimitedWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if (self.buffer.len() + data.len()) as u64 > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "archive over its size limit",
+            ));
+        }
+        self.buffer.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }

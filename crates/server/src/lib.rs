@@ -13,6 +13,7 @@ mod error;
 mod files;
 mod registry;
 mod reset;
+mod v0;
 mod v1;
 
 use std::sync::Arc;
@@ -61,6 +62,14 @@ pub fn router(state: AppState) -> Router {
     let registry = Arc::clone(&state.registry);
     let limit = registry.config().limits.max_body_bytes;
     let authed = Router::new()
+        .route("/execute", post(v0::execute))
+        .route("/batch", post(v0::batch))
+        .route("/reset", post(v0::reset))
+        .route("/health", get(v0::health))
+        .route("/slots", get(v0::slots))
+        .route("/artifacts/read", post(v0::artifacts_read))
+        .route("/artifacts/list", post(v0::artifacts_list))
+        .route("/artifacts/archive", post(v0::artifacts_archive))
         .route("/v1/leases", post(v1::create_lease))
         .route("/v1/leases/{lease_id}", axum::routing::delete(v1::release))
         .route("/v1/leases/{lease_id}/renew", post(v1::renew_lease))

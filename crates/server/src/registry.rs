@@ -39,11 +39,45 @@ use crate::reset;
 pub(crate) struct Slot {
     pub(crate) id: String,
     pub(crate) workspace: PathBuf,
-    /// The lease's session (started at its first command, dropped at reset). Held for the whole
-    /// of a command, which serializes the slot's commands.
-    shell: tokio::sync::Mutex<Option<Session>>,
+    /// The slot's session (started at its first stateful command, dropped at reset). Held for the
+    /// whole of any command, which serializes the slot's commands.
+    shell: tokio::sync::Mutex<Option<SlotShell>>,
     /// The running command's interrupt handle.
     running: Mutex<Option<Interrupt>>,
+    /// While a command runs: the caller's execution id (seed API), for `GET /slots`.
+    busy: Mutex<Option<serde_json::Value>>,
+}
+
+/// A slot's session and the network setting it was started with.
+#[derive(Debug)]
+struct SlotShell {
+    session: Session,
+    network: bool,
+}
+
+/// How a command runs in a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunMode {
+    /// A fresh shell, nothing carried over (the seed's `bash` tool).
+    OneShot {
+        /// Network access for this command.
+        network: bool,
+    },
+    /// In the slot's session (v1 exec, the seed's `bash_stateful`); a different network setting
+    /// than the running session's restarts the session.
+    Session {
+        /// Network access for the session.
+        network: bool,
+    },
+}
+
+/// What `GET /slots` reports of a slot.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotStatus {
+    pub(crate) id: String,
+    pub(crate) workspace: PathBuf,
+    /// `Some(execution id)` while a command runs.
+    pub(crate) busy: Option<serde_json::Value>,
 }
 
 /// A lease's bookkeeping.
@@ -124,6 +158,7 @@ impl Registry {
                 workspace,
                 shell: tokio::sync::Mutex::new(None),
                 running: Mutex::new(None),
+                busy: Mutex::new(None),
             }));
         }
         Ok(Arc::new(Self {
@@ -227,32 +262,130 @@ impl Registry {
     }
 
     /// Runs a command in the lease's session.
-    pub(crate) async fn exec(
-        &self,
-        lease_id: &str,
-        mut request: ExecRequest,
-    ) -> Result<ExecResult> {
+    pub(crate) async fn exec(&self, lease_id: &str, request: ExecRequest) -> Result<ExecResult> {
         let entry = self.live_lease(lease_id)?;
         let slot = Arc::clone(&self.slots[entry.slot]);
-        let mut shell = slot.shell.lock().await;
+        let shell = slot.shell.lock().await;
         // Released (and maybe re-leased) while this call waited for the slot?
         match self.live_lease(lease_id) {
             Ok(current) if current.slot == entry.slot => {}
             _ => return Err(Error::UnknownLease(lease_id.to_owned())),
         }
-        if shell.is_none() {
-            let session = Session::start(self.session_config(&slot, entry.network)).await?;
-            *shell = Some(session);
-        }
-        let Some(session) = shell.as_mut() else {
-            return Err(Error::Internal("session missing after start".to_owned()));
+        let mode = RunMode::Session {
+            network: entry.network,
         };
+        self.run_locked(&slot, shell, request, mode, serde_json::Value::Null)
+            .await
+    }
+
+    /// The index of slot `slot_id`.
+    pub(crate) fn slot_index(&self, slot_id: &str) -> Option<usize> {
+        self.slots.iter().position(|slot| slot.id == slot_id)
+    }
+
+    /// The workspace of slot `index`.
+    pub(crate) fn slot_workspace(&self, index: usize) -> PathBuf {
+        self.slots[index].workspace.clone()
+    }
+
+    /// Every slot's state, in slot order.
+    pub(crate) fn slot_statuses(&self) -> Vec<SlotStatus> {
+        self.slots
+            .iter()
+            .map(|slot| SlotStatus {
+                id: slot.id.clone(),
+                workspace: slot.workspace.clone(),
+                busy: lock(&slot.busy).clone(),
+            })
+            .collect()
+    }
+
+    /// Runs a command in slot `index` directly, without a lease (the seed API), after the slot's
+    /// earlier commands.
+    pub(crate) async fn run_in_slot(
+        &self,
+        index: usize,
+        request: ExecRequest,
+        mode: RunMode,
+        execution_id: serde_json::Value,
+    ) -> Result<ExecResult> {
+        let slot = Arc::clone(&self.slots[index]);
+        let shell = slot.shell.lock().await;
+        self.run_locked(&slot, shell, request, mode, execution_id)
+            .await
+    }
+
+    async fn run_locked(
+        &self,
+        slot: &Slot,
+        mut shell: tokio::sync::MutexGuard<'_, Option<SlotShell>>,
+        mut request: ExecRequest,
+        mode: RunMode,
+        execution_id: serde_json::Value,
+    ) -> Result<ExecResult> {
         let interrupt = Interrupt::new();
         request.interrupt = Some(interrupt.clone());
         *lock(&slot.running) = Some(interrupt);
+        *lock(&slot.busy) = Some(execution_id);
         // Cleared however the call ends, including when this future is dropped (client gone).
-        let _clear = ClearRunning(&slot);
-        Ok(session.exec(&request).await?)
+        let _clear = ClearRunning(slot);
+        match mode {
+            RunMode::OneShot { network } => {
+                let config = self.session_config(slot, network);
+                Ok(slotbox_exec::exec_once(&config, &request).await?)
+            }
+            RunMode::Session { network } => {
+                if shell
+                    .as_ref()
+                    .is_some_and(|current| current.network != network)
+                {
+                    *shell = None;
+                }
+                if shell.is_none() {
+                    let session = Session::start(self.session_config(slot, network)).await?;
+                    *shell = Some(SlotShell { session, network });
+                }
+                let Some(current) = shell.as_mut() else {
+                    return Err(Error::Internal("session missing after start".to_owned()));
+                };
+                Ok(current.session.exec(&request).await?)
+            }
+        }
+    }
+
+    /// Empties slot `index` (the seed API's reset): kills its command, drops its session, swaps
+    /// in an empty workspace. A failure quarantines the slot.
+    pub(crate) async fn reset_slot(&self, index: usize) -> Result<()> {
+        let slot = Arc::clone(&self.slots[index]);
+        if let Some(interrupt) = lock(&slot.running).clone() {
+            interrupt.trigger();
+        }
+        let mut shell = slot.shell.lock().await;
+        *shell = None;
+        match self.swap_workspace(&slot).await {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                self.quarantine(index, &why);
+                Err(Error::Internal(why))
+            }
+        }
+    }
+
+    async fn swap_workspace(&self, slot: &Slot) -> std::result::Result<(), String> {
+        let trash = self.config.data_dir.join(".trash");
+        let workspace = slot.workspace.clone();
+        let swapped =
+            tokio::task::spawn_blocking(move || reset::swap_for_empty(&workspace, &trash)).await;
+        match swapped {
+            Ok(Ok(trashed)) => {
+                if let Some(trashed) = trashed {
+                    spawn_removal(trashed);
+                }
+                Ok(())
+            }
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(join_error) => Err(join_error.to_string()),
+        }
     }
 
     /// Interrupts the lease's running command, if any.
@@ -309,7 +442,15 @@ impl Registry {
 
     fn quarantine(&self, index: usize, why: &str) {
         tracing::error!(slot_id = %self.slots[index].id, why, "slot reset failed; slot quarantined");
-        lock(&self.quarantined).push(index);
+        let mut quarantined = lock(&self.quarantined);
+        if !quarantined.contains(&index) {
+            quarantined.push(index);
+        }
+    }
+
+    /// Whether the server enforces isolation (for the seed API's health and metadata).
+    pub(crate) fn sandboxed(&self) -> bool {
+        matches!(self.config.isolation, Isolation::Bubblewrap(_))
     }
 
     fn session_config(&self, slot: &Slot, network: bool) -> SessionConfig {
@@ -374,6 +515,7 @@ struct ClearRunning<'a>(&'a Slot);
 impl Drop for ClearRunning<'_> {
     fn drop(&mut self) {
         *lock(&self.0.running) = None;
+        *lock(&self.0.busy) = None;
     }
 }
 

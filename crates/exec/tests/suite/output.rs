@@ -110,3 +110,27 @@ fn with_commas(n: usize) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn stderr_can_be_captured_apart() {
+    for backend in backends().await {
+        let mut f = fixture(&backend).await;
+        let r = f
+            .exec(ExecRequest::new("echo out; echo err >&2; echo out2").separate_stderr())
+            .await;
+        assert_eq!(r.output, "out\nout2\n", "{backend:?}");
+        assert_eq!(r.stderr.as_deref(), Some("err\n"), "{backend:?}");
+        let r = f
+            .exec(
+                ExecRequest::new("seq 1 10000 >&2; echo tail")
+                    .separate_stderr()
+                    .max_output(OutputCap::chars(100)),
+            )
+            .await;
+        assert!(r.truncated);
+        assert_eq!(r.output, "tail\n");
+        assert!(r.stderr.unwrap().contains("[OUTPUT TRUNCATED"));
+        // Merged (the default) has no separate stderr.
+        assert_eq!(f.run("echo x >&2").await.stderr, None);
+    }
+}

@@ -1,5 +1,6 @@
 //! Helpers: a server on a temporary data dir, and one-call HTTP requests against its router.
 
+mod v0_compat;
 mod v1_bad_input;
 mod v1_files;
 mod v1_isolation;
