@@ -60,6 +60,9 @@ pub struct ExecRequest {
     pub max_output: OutputCap,
     /// Merged output (default) or stderr apart.
     pub streams: Streams,
+    /// Receives the output (stdout, or the merged stream) as it arrives, for streaming to a
+    /// client. A full channel pauses reading (backpressure); a closed one is ignored.
+    pub stream: Option<tokio::sync::mpsc::Sender<String>>,
 }
 
 impl ExecRequest {
@@ -73,6 +76,7 @@ impl ExecRequest {
             interrupt: None,
             max_output: OutputCap::default(),
             streams: Streams::Merged,
+            stream: None,
         }
     }
 
@@ -205,6 +209,7 @@ impl Prepared {
             interrupt: request.interrupt.as_ref(),
             cap: request.max_output,
             streams: request.streams,
+            sink: request.stream.clone(),
         })
         .await
     }

@@ -67,6 +67,8 @@ pub(crate) struct RunSpec<'a> {
     pub(crate) interrupt: Option<&'a Interrupt>,
     pub(crate) cap: OutputCap,
     pub(crate) streams: Streams,
+    /// Receives stdout (the merged output) as it is decoded.
+    pub(crate) sink: Option<tokio::sync::mpsc::Sender<String>>,
 }
 
 /// Whether stderr is merged into stdout or captured on its own.
@@ -141,18 +143,23 @@ struct OutputPipe {
 impl OutputPipe {
     /// Handles one read result; returns whether any output arrived.
     fn take(&mut self, read: io::Result<usize>) -> bool {
+        self.take_text(read).is_some()
+    }
+
+    /// Handles one read result; returns the text it decoded, if any bytes arrived.
+    fn take_text(&mut self, read: io::Result<usize>) -> Option<String> {
         match read {
             Ok(0) | Err(_) => {
                 // A read error on our own pipe means no more output can arrive either.
                 self.eof = true;
                 let rest = self.decoder.decode(&[], true);
                 self.capture.push(&rest);
-                false
+                (!rest.is_empty()).then_some(rest)
             }
             Ok(n) => {
                 let text = self.decoder.decode(&self.buffer[..n], false);
                 self.capture.push(&text);
-                true
+                Some(text)
             }
         }
     }
@@ -202,6 +209,33 @@ async fn read_optional(pipe: &mut Option<OutputPipe>) -> io::Result<usize> {
     match pipe {
         Some(pipe) if !pipe.eof => pipe.reader.read(&mut pipe.buffer).await,
         _ => std::future::pending().await,
+    }
+}
+
+/// Whether the stream consumer can take a chunk now (always, without one).
+fn sink_ready(sink: &Option<tokio::sync::mpsc::Sender<String>>) -> bool {
+    sink.as_ref()
+        .is_none_or(|sink| sink.capacity() > 0 || sink.is_closed())
+}
+
+/// Resolves when a full sink has room again (or its consumer went away).
+async fn sink_room(sink: &Option<tokio::sync::mpsc::Sender<String>>) {
+    match sink {
+        Some(sink) => {
+            // Reserving and dropping the permit gives the slot back: this only waits for room.
+            let _ = sink.reserve().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Passes a chunk to the stream consumer; forgets a consumer that went away.
+fn forward(sink: &mut Option<tokio::sync::mpsc::Sender<String>>, text: String) {
+    if let Some(sender) = sink
+        && sender.try_send(text).is_err()
+    {
+        // Only possible when closed: `sink_ready` gated the read on capacity.
+        *sink = None;
     }
 }
 
@@ -286,19 +320,24 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
     let never = Interrupt::new();
     let interrupt = spec.interrupt.unwrap_or(&never);
 
+    let mut sink = spec.sink;
     let mut exit_code: Option<i32> = None;
     let stop: Option<Ending> = loop {
         if exit_code.is_some() && all_eof(&output, &stderr) {
             break None;
         }
         tokio::select! {
-            read = output.reader.read(&mut output.buffer), if !output.eof => {
-                if output.take(read)
-                    && let Some(stall_limit) = stall_limit
-                {
-                    stall.as_mut().reset(tokio::time::Instant::now() + stall_limit.duration());
+            // While a stream consumer is full, reading pauses (the command feels backpressure);
+            // timers and interrupts stay live.
+            read = output.reader.read(&mut output.buffer), if !output.eof && sink_ready(&sink) => {
+                if let Some(text) = output.take_text(read) {
+                    forward(&mut sink, text);
+                    if let Some(stall_limit) = stall_limit {
+                        stall.as_mut().reset(tokio::time::Instant::now() + stall_limit.duration());
+                    }
                 }
             }
+            () = sink_room(&sink), if !sink_ready(&sink) => {}
             read = read_optional(&mut stderr) => {
                 if stderr.as_mut().is_some_and(|pipe| pipe.take(read))
                     && let Some(stall_limit) = stall_limit

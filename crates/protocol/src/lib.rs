@@ -21,6 +21,7 @@ pub const DEFAULT_MAX_OUTPUT_CHARS: usize = 50_000;
 
 /// The result of one command, as `slotbox exec --json` prints it and the v1 API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecResult {
     /// The shell's exit status; 124 on timeout, 130 on interrupt, 128+N when killed by signal N.
     pub exit_code: i32,

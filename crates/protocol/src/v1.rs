@@ -8,6 +8,7 @@ use serde::Serialize;
 
 /// `POST /v1/leases`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateLease {
     /// Lease lifetime in seconds (default 600); renew before it runs out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -22,6 +23,7 @@ pub struct CreateLease {
 
 /// A granted lease (`201` from `POST /v1/leases`, `200` from renew).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     /// Names the lease in every later call.
     pub lease_id: String,
@@ -33,6 +35,7 @@ pub struct Lease {
 
 /// `POST /v1/leases/{id}/renew`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RenewLease {
     /// New lifetime from now, in seconds (default: the lease's original ttl).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,6 +44,7 @@ pub struct RenewLease {
 
 /// `POST /v1/leases/{id}/exec`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecBody {
     /// The command, run by bash in the lease's session.
     pub command: String,
@@ -57,6 +61,7 @@ pub struct ExecBody {
 
 /// `POST /v1/leases/{id}/interrupt`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Interrupted {
     /// Whether a command was running (and is now being stopped).
     pub interrupted: bool,
@@ -64,6 +69,7 @@ pub struct Interrupted {
 
 /// `DELETE /v1/leases/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Released {
     /// The released lease.
     pub lease_id: String,
@@ -73,6 +79,7 @@ pub struct Released {
 
 /// Every error: `{"error": {"code": "...", "message": "..."}}` with a 4xx/5xx status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
@@ -80,6 +87,7 @@ pub struct ErrorBody {
 
 /// What went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// A stable, machine-readable code (see `codes`).
     pub code: String,
@@ -117,6 +125,7 @@ pub mod codes {
 
 /// `GET /v1/health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `"ok"`.
     pub status: String,
@@ -136,6 +145,7 @@ pub struct Health {
 
 /// The limits a slot's commands run under.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthLimits {
     /// Whether commands may use the network unless a lease asks for it.
     pub network_default: bool,

@@ -71,9 +71,10 @@ pub enum Error {
 /// Results of server operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
+impl Error {
+    /// The status and body this error answers with (internal details are logged, not sent).
+    pub(crate) fn to_wire(&self) -> (StatusCode, ErrorBody) {
+        let (status, code) = match self {
             Error::UnknownLease(_) => (StatusCode::NOT_FOUND, codes::UNKNOWN_LEASE),
             Error::NoSlot(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::NO_SLOT),
             Error::InvalidJson(_) => (StatusCode::BAD_REQUEST, codes::INVALID_JSON),
@@ -102,6 +103,13 @@ impl IntoResponse for Error {
                 message,
             },
         };
+        (status, body)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, body) = self.to_wire();
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -11,8 +11,10 @@ mod body;
 pub mod config;
 mod error;
 mod files;
+mod metrics;
 mod registry;
 mod reset;
+mod stream;
 mod v0;
 mod v1;
 
@@ -70,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/artifacts/read", post(v0::artifacts_read))
         .route("/artifacts/list", post(v0::artifacts_list))
         .route("/artifacts/archive", post(v0::artifacts_archive))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(v1::openapi))
         .route("/v1/leases", post(v1::create_lease))
         .route("/v1/leases/{lease_id}", axum::routing::delete(v1::release))
         .route("/v1/leases/{lease_id}/renew", post(v1::renew_lease))
@@ -95,6 +99,24 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(registry)
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
+    let executing = registry
+        .slot_statuses()
+        .iter()
+        .filter(|status| status.busy.is_some())
+        .count();
+    let text = registry.metrics.render(&registry.occupancy(), executing);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Rejects requests without the configured bearer token.

@@ -109,6 +109,7 @@ pub(crate) struct Registry {
     quarantined: Mutex<Vec<usize>>,
     /// Wakes the reaper when the earliest expiry may have changed.
     reaper_wake: Notify,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// A granted lease.
@@ -169,6 +170,7 @@ impl Registry {
             leases: Mutex::new(HashMap::new()),
             quarantined: Mutex::new(Vec::new()),
             reaper_wake: Notify::new(),
+            metrics: crate::metrics::Metrics::new(),
         }))
     }
 
@@ -195,14 +197,24 @@ impl Registry {
         wait: Duration,
         network: bool,
     ) -> Result<Granted> {
-        let permit = tokio::time::timeout(wait, self.permits.acquire())
-            .await
-            .map_err(|_elapsed| Error::NoSlot(wait))?
-            .map_err(|_closed| Error::Internal("slot semaphore closed".to_owned()))?;
-        permit.forget();
-        let Some(slot) = lock(&self.free).pop_front() else {
-            self.permits.add_permits(1);
-            return Err(Error::Internal("a permit without a free slot".to_owned()));
+        let deadline = Instant::now() + wait;
+        let slot = loop {
+            let permit = tokio::time::timeout_at(deadline, self.permits.acquire())
+                .await
+                .map_err(|_elapsed| {
+                    self.metrics.lease_waits_timed_out.inc();
+                    Error::NoSlot(wait)
+                })?
+                .map_err(|_closed| Error::Internal("slot semaphore closed".to_owned()))?;
+            permit.forget();
+            let Some(slot) = lock(&self.free).pop_front() else {
+                self.permits.add_permits(1);
+                return Err(Error::Internal("a permit without a free slot".to_owned()));
+            };
+            // A free slot whose reset (through the seed API) failed leaves service here.
+            if !lock(&self.quarantined).contains(&slot) {
+                break slot;
+            }
         };
         let lease_id = uuid::Uuid::new_v4().simple().to_string();
         let (expires_at, expires_wall) = expiry(ttl);
@@ -217,6 +229,7 @@ impl Registry {
             },
         );
         self.reaper_wake.notify_one();
+        self.metrics.leases_granted.inc();
         tracing::info!(lease_id, slot_id = %self.slots[slot].id, "lease granted");
         Ok(Granted {
             lease_id,
@@ -329,10 +342,22 @@ impl Registry {
         *lock(&slot.busy) = Some(execution_id);
         // Cleared however the call ends, including when this future is dropped (client gone).
         let _clear = ClearRunning(slot);
+        let result = self.run_mode(slot, &mut shell, &request, mode).await;
+        self.metrics.command(&result);
+        result
+    }
+
+    async fn run_mode(
+        &self,
+        slot: &Slot,
+        shell: &mut Option<SlotShell>,
+        request: &ExecRequest,
+        mode: RunMode,
+    ) -> Result<ExecResult> {
         match mode {
             RunMode::OneShot { network } => {
                 let config = self.session_config(slot, network);
-                Ok(slotbox_exec::exec_once(&config, &request).await?)
+                Ok(slotbox_exec::exec_once(&config, request).await?)
             }
             RunMode::Session { network } => {
                 if shell
@@ -348,7 +373,7 @@ impl Registry {
                 let Some(current) = shell.as_mut() else {
                     return Err(Error::Internal("session missing after start".to_owned()));
                 };
-                Ok(current.session.exec(&request).await?)
+                Ok(current.session.exec(request).await?)
             }
         }
     }
@@ -401,8 +426,15 @@ impl Registry {
         })
     }
 
-    /// Ends a lease: kills its command, resets the slot and frees it.
+    /// Ends a lease at its client's request.
     pub(crate) async fn release(&self, lease_id: &str) -> Result<String> {
+        let slot_id = self.end_lease(lease_id).await?;
+        self.metrics.leases_released.inc();
+        Ok(slot_id)
+    }
+
+    /// Ends a lease: kills its command, resets the slot and frees it.
+    async fn end_lease(&self, lease_id: &str) -> Result<String> {
         let entry = lock(&self.leases)
             .remove(lease_id)
             .ok_or_else(|| Error::UnknownLease(lease_id.to_owned()))?;
@@ -422,21 +454,13 @@ impl Registry {
         let mut shell = slot.shell.lock().await;
         // Dropping the session removes its state and /tmp.
         *shell = None;
-        let trash = self.config.data_dir.join(".trash");
-        let workspace = slot.workspace.clone();
-        let swapped =
-            tokio::task::spawn_blocking(move || reset::swap_for_empty(&workspace, &trash)).await;
-        match swapped {
-            Ok(Ok(trashed)) => {
-                if let Some(trashed) = trashed {
-                    spawn_removal(trashed);
-                }
+        match self.swap_workspace(&slot).await {
+            Ok(()) => {
                 drop(shell);
                 lock(&self.free).push_back(index);
                 self.permits.add_permits(1);
             }
-            Ok(Err(error)) => self.quarantine(index, &error.to_string()),
-            Err(join_error) => self.quarantine(index, &join_error.to_string()),
+            Err(why) => self.quarantine(index, &why),
         }
     }
 
@@ -489,7 +513,9 @@ impl Registry {
                 let registry = Arc::clone(&self);
                 tokio::spawn(async move {
                     // Already released by its client in the meantime: nothing to do.
-                    let _ = registry.release(&lease_id).await;
+                    if registry.end_lease(&lease_id).await.is_ok() {
+                        registry.metrics.leases_expired.inc();
+                    }
                 });
             }
             let far = now + Duration::from_secs(3600);

@@ -18,6 +18,7 @@ use slotbox_exec::OutputCap;
 use slotbox_exec::Timeout;
 use slotbox_protocol::ExecResult;
 use slotbox_protocol::v1::CreateLease;
+use slotbox_protocol::v1::ErrorBody;
 use slotbox_protocol::v1::ExecBody;
 use slotbox_protocol::v1::Health;
 use slotbox_protocol::v1::HealthLimits;
@@ -67,6 +68,10 @@ fn lease_of(granted: Granted) -> Lease {
     }
 }
 
+/// Lease a slot: waits first come, first served up to `wait_s` for one to be free.
+#[utoipa::path(post, path = "/v1/leases", tag = "v1", request_body = CreateLease,
+    responses((status = 201, body = Lease), (status = 503, description = "no_slot", body = ErrorBody),
+        (status = 422, description = "invalid_request", body = ErrorBody)))]
 pub(crate) async fn create_lease(
     State(registry): State<Arc<Registry>>,
     JsonBody(body): JsonBody<CreateLease>,
@@ -84,6 +89,10 @@ pub(crate) async fn create_lease(
     Ok((StatusCode::CREATED, Json(lease_of(granted))))
 }
 
+/// Extend a lease by `ttl_s` from now.
+#[utoipa::path(post, path = "/v1/leases/{lease_id}/renew", tag = "v1", request_body = RenewLease,
+    params(("lease_id" = String, Path)),
+    responses((status = 200, body = Lease), (status = 404, description = "unknown_lease", body = ErrorBody)))]
 pub(crate) async fn renew_lease(
     State(registry): State<Arc<Registry>>,
     Path(lease_id): Path<String>,
@@ -97,11 +106,18 @@ pub(crate) async fn renew_lease(
     Ok(Json(lease_of(registry.renew(&lease_id, ttl)?)))
 }
 
+/// Run a command in the lease's session. With `Accept: text/event-stream` the output streams as
+/// `output` events (`{"chunk": ...}`), then one `result` event with this same body.
+#[utoipa::path(post, path = "/v1/leases/{lease_id}/exec", tag = "v1", request_body = ExecBody,
+    params(("lease_id" = String, Path)),
+    responses((status = 200, body = ExecResult), (status = 404, description = "unknown_lease", body = ErrorBody),
+        (status = 422, description = "invalid_request", body = ErrorBody)))]
 pub(crate) async fn exec(
     State(registry): State<Arc<Registry>>,
     Path(lease_id): Path<String>,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<ExecBody>,
-) -> Result<Json<ExecResult>> {
+) -> Result<Response> {
     let limits = &registry.config().limits;
     let timeout = seconds(
         body.timeout_s,
@@ -124,9 +140,23 @@ pub(crate) async fn exec(
             usize::try_from(max_output).unwrap_or(usize::MAX),
         ));
     request.stdin = body.stdin.map(String::into_bytes);
-    Ok(Json(registry.exec(&lease_id, request).await?))
+    let wants_stream = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/event-stream"));
+    if wants_stream {
+        // An unknown lease is a plain 404, not a stream that ends in an error.
+        registry.workspace(&lease_id)?;
+        return Ok(crate::stream::exec_events(registry, lease_id, request).into_response());
+    }
+    Ok(Json(registry.exec(&lease_id, request).await?).into_response())
 }
 
+/// Interrupt the lease's running command (it returns exit code 130).
+#[utoipa::path(post, path = "/v1/leases/{lease_id}/interrupt", tag = "v1",
+    params(("lease_id" = String, Path)),
+    responses((status = 200, body = Interrupted), (status = 404, description = "unknown_lease", body = ErrorBody)))]
 pub(crate) async fn interrupt(
     State(registry): State<Arc<Registry>>,
     Path(lease_id): Path<String>,
@@ -136,6 +166,10 @@ pub(crate) async fn interrupt(
     }))
 }
 
+/// Release a lease: its slot is reset (workspace emptied, processes killed) and freed.
+#[utoipa::path(delete, path = "/v1/leases/{lease_id}", tag = "v1",
+    params(("lease_id" = String, Path)),
+    responses((status = 200, body = Released), (status = 404, description = "unknown_lease", body = ErrorBody)))]
 pub(crate) async fn release(
     State(registry): State<Arc<Registry>>,
     Path(lease_id): Path<String>,
@@ -158,6 +192,12 @@ fn query_path(
         .ok_or_else(|| Error::InvalidRequest("missing query parameter `path`".to_owned()))
 }
 
+/// Read a workspace file's raw bytes.
+#[utoipa::path(get, path = "/v1/leases/{lease_id}/files", tag = "v1",
+    params(("lease_id" = String, Path), ("path" = String, Query, description = "relative to the workspace")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 403, description = "path_outside_workspace", body = ErrorBody),
+        (status = 404, description = "not_found or unknown_lease", body = ErrorBody)))]
 pub(crate) async fn read_file(
     State(registry): State<Arc<Registry>>,
     Path(lease_id): Path<String>,
@@ -176,6 +216,12 @@ pub(crate) async fn read_file(
         .into_response())
 }
 
+/// Write raw bytes to a workspace file (parents created, atomic replace).
+#[utoipa::path(put, path = "/v1/leases/{lease_id}/files", tag = "v1",
+    params(("lease_id" = String, Path), ("path" = String, Query, description = "relative to the workspace")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 204), (status = 403, description = "path_outside_workspace", body = ErrorBody),
+        (status = 413, description = "body_too_large", body = ErrorBody)))]
 pub(crate) async fn write_file(
     State(registry): State<Arc<Registry>>,
     Path(lease_id): Path<String>,
@@ -191,6 +237,8 @@ pub(crate) async fn write_file(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Slots, isolation and limits in force. Needs no token.
+#[utoipa::path(get, path = "/v1/health", tag = "v1", responses((status = 200, body = Health)))]
 pub(crate) async fn health(State(registry): State<Arc<Registry>>) -> Json<Health> {
     let config = registry.config();
     let occupancy = registry.occupancy();
@@ -208,4 +256,34 @@ pub(crate) async fn health(State(registry): State<Arc<Registry>>) -> Json<Health
             max_body_bytes: config.limits.max_body_bytes,
         },
     })
+}
+
+/// The v1 API's OpenAPI description, generated from the handlers and wire types.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "slotbox sandbox server",
+        description = "The v1 lease API. Errors are `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    paths(
+        create_lease,
+        renew_lease,
+        exec,
+        interrupt,
+        release,
+        read_file,
+        write_file,
+        health
+    ),
+    components(schemas(
+        ErrorBody,
+        slotbox_protocol::v1::ErrorDetail,
+        slotbox_protocol::v1::HealthLimits
+    ))
+)]
+pub(crate) struct ApiDoc;
+
+pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi;
+    Json(ApiDoc::openapi())
 }

@@ -134,3 +134,45 @@ async fn stderr_can_be_captured_apart() {
         assert_eq!(f.run("echo x >&2").await.stderr, None);
     }
 }
+
+#[tokio::test]
+async fn output_streams_to_a_channel_as_it_arrives() {
+    for backend in backends().await {
+        let mut f = fixture(&backend).await;
+        // A one-slot channel: reading pauses while the consumer is behind, and nothing is lost.
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(1);
+        let mut request =
+            ExecRequest::new("for i in 1 2 3; do echo line$i; sleep 0.05; done; seq 1 20000");
+        request.stream = Some(sender);
+        let collect = async {
+            let mut chunks = Vec::new();
+            while let Some(chunk) = receiver.recv().await {
+                chunks.push(chunk);
+                tokio::task::yield_now().await;
+            }
+            chunks
+        };
+        let run = async {
+            let result = f.session.exec(&request).await.unwrap();
+            drop(request);
+            result
+        };
+        let (result, chunks) = tokio::join!(run, collect);
+        let streamed: String = chunks.concat();
+        assert!(chunks.len() >= 3, "{backend:?}: {} chunks", chunks.len());
+        assert!(
+            streamed.starts_with("line1\nline2\nline3\n1\n2\n"),
+            "{backend:?}"
+        );
+        assert!(streamed.ends_with("19999\n20000\n"));
+        // The stream is whole even where the result is truncated.
+        assert!(result.truncated);
+        assert_eq!(
+            streamed.len(),
+            "line1\nline2\nline3\n".len()
+                + (1..=20000)
+                    .map(|n: u32| n.to_string().len() + 1)
+                    .sum::<usize>()
+        );
+    }
+}

@@ -5,6 +5,7 @@ mod v1_bad_input;
 mod v1_files;
 mod v1_isolation;
 mod v1_leases;
+mod v1_stream;
 
 use axum::body::Body;
 use axum::http::Request;
@@ -106,6 +107,11 @@ impl Client {
         self.raw(request.body(body.into()).unwrap()).await
     }
 
+    /// The router, for calls that read the response body themselves.
+    pub(crate) fn router(&self) -> RouterHandle {
+        RouterHandle(self.router.clone())
+    }
+
     pub(crate) async fn raw(&self, request: Request<Body>) -> Reply {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
@@ -172,5 +178,14 @@ pub(crate) async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> b
             "timed out waiting for: {what}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A router to send one request to, keeping the response body streaming.
+pub(crate) struct RouterHandle(axum::Router);
+
+impl RouterHandle {
+    pub(crate) async fn oneshot_request(self, request: Request<Body>) -> axum::response::Response {
+        self.0.oneshot(request).await.unwrap()
     }
 }

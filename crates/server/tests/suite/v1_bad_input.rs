@@ -152,3 +152,58 @@ async fn token_is_required_except_for_health() {
         .unwrap();
     assert_eq!(s.raw(request).await.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn openapi_describes_every_v1_route() {
+    let Some(s) = server(1).await else { return };
+    let reply = s.send("GET", "/openapi.json", "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let paths = reply.json["paths"].as_object().unwrap();
+    for path in [
+        "/v1/leases",
+        "/v1/leases/{lease_id}",
+        "/v1/leases/{lease_id}/renew",
+        "/v1/leases/{lease_id}/exec",
+        "/v1/leases/{lease_id}/interrupt",
+        "/v1/leases/{lease_id}/files",
+        "/v1/health",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    let schemas = reply.json["components"]["schemas"].as_object().unwrap();
+    for schema in [
+        "ExecResult",
+        "ExecBody",
+        "Lease",
+        "CreateLease",
+        "ErrorBody",
+        "Health",
+    ] {
+        assert!(schemas.contains_key(schema), "{schema} missing");
+    }
+    assert_eq!(
+        schemas["ExecBody"]["required"],
+        json!(["command"]),
+        "only `command` is required"
+    );
+}
+
+#[tokio::test]
+async fn metrics_and_openapi_need_the_token_too() {
+    let Some(s) = server_with(1, Some("t0ken"), Limits::default()).await else {
+        return;
+    };
+    let anonymous = s.with_token(None);
+    assert_eq!(
+        anonymous.send("GET", "/metrics", "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        anonymous.send("GET", "/openapi.json", "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(s.send("GET", "/metrics", "").await.status, StatusCode::OK);
+}

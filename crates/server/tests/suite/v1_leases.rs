@@ -261,3 +261,36 @@ async fn dropped_request_kills_its_command() {
     // And the slot is usable again.
     assert_eq!(s.exec(&lease, "echo ok").await["output"], "ok\n");
 }
+
+#[tokio::test]
+async fn metrics_count_commands_leases_and_slots() {
+    let Some(s) = server(2).await else { return };
+    let (lease, _) = s.lease().await;
+    s.exec(&lease, "true").await;
+    s.exec(&lease, "exit 2").await;
+    s.post(
+        &format!("/v1/leases/{lease}/exec"),
+        json!({"command": "sleep 5", "timeout_s": 0.2}),
+    )
+    .await;
+    s.send("DELETE", &format!("/v1/leases/{lease}"), "").await;
+    s.lease().await;
+    let reply = s.send("GET", "/metrics", "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = String::from_utf8(reply.bytes).unwrap();
+    for line in [
+        "slotbox_commands_total{outcome=\"ok\"} 1",
+        "slotbox_commands_total{outcome=\"nonzero\"} 1",
+        "slotbox_commands_total{outcome=\"timeout\"} 1",
+        "slotbox_leases_granted_total 2",
+        "slotbox_leases_released_total 1",
+        "slotbox_slots{state=\"free\"} 1",
+        "slotbox_slots{state=\"leased\"} 1",
+        "slotbox_command_duration_seconds_count 3",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
+    }
+}
