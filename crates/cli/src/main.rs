@@ -27,6 +27,9 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Serve slots over HTTP: the seed-compatible API and the v1 lease API.
     Serve(serve::ServeArgs),
+    /// Internal: the agent inside a long-lived slot sandbox (started by `slotbox serve`).
+    #[command(name = "__sandbox-agent", hide = true)]
+    SandboxAgent,
     /// Measure slotbox against its floors (prints a table; not a test).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -53,6 +56,13 @@ impl ExitStatus {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::SandboxAgent) {
+        // Inside the sandbox, on its own small runtime, with nothing else of the CLI.
+        return match slotbox_exec::agent::run_main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => report(&anyhow::Error::new(error).context("sandbox agent")),
+        };
+    }
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,6 +78,7 @@ fn main() -> ExitCode {
             Command::Exec(args) => exec::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::SandboxAgent => Ok(ExitStatus::Command(0)),
         }
     });
     match result {

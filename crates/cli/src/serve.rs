@@ -104,6 +104,13 @@ async fn resolve_isolation(
     if let Some(bwrap) = bwrap {
         config.bwrap = bwrap;
     }
+    // Each slot session keeps one sandbox, with this same binary as its agent inside.
+    let program =
+        std::env::current_exe().context("locating the slotbox binary for the sandbox agent")?;
+    config.agent = Some(slotbox_exec::AgentCommand {
+        program,
+        args: vec!["__sandbox-agent".to_owned()],
+    });
     let layout = slotbox_exec::probe::host_layout()?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;

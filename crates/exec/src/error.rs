@@ -35,6 +35,10 @@ pub enum Error {
     )]
     SetsidMissing,
 
+    /// The session's long-lived sandbox ended (killed, out of memory); start a new session.
+    #[error("the session's sandbox is gone")]
+    SandboxGone,
+
     /// bash could not be found on the host.
     #[error("bash not found (looked in {searched}); slotbox runs every command with bash")]
     BashMissing {

@@ -12,6 +12,7 @@
 //! protocol crate's plain types; its API is async functions, and it assumes only that it runs
 //! inside a tokio runtime.
 
+pub mod agent;
 pub mod backend;
 mod env;
 mod error;
@@ -22,6 +23,7 @@ pub mod probe;
 mod session;
 mod spawn;
 
+pub use backend::AgentCommand;
 pub use backend::Backend;
 pub use backend::BubblewrapConfig;
 pub use backend::Network;

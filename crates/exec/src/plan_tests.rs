@@ -44,6 +44,7 @@ fn bwrap(network: Network) -> Backend {
         bwrap: "/usr/bin/bwrap".into(),
         network,
         workspace_mount: "/workspace".to_owned(),
+        agent: None,
     })
 }
 

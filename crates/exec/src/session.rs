@@ -110,6 +110,24 @@ impl ExecRequest {
         self
     }
 
+    fn run_spec<'a>(
+        &'a self,
+        plan: &'a crate::plan::SpawnPlan,
+        launcher: crate::spawn::Launcher<'a>,
+    ) -> RunSpec<'a> {
+        RunSpec {
+            plan,
+            stdin: self.stdin.clone(),
+            timeout: self.timeout,
+            stall_timeout: self.stall_timeout,
+            interrupt: self.interrupt.as_ref(),
+            cap: self.max_output,
+            streams: self.streams,
+            sink: self.stream.clone(),
+            launcher,
+        }
+    }
+
     /// Sets the output cap.
     pub fn max_output(mut self, cap: OutputCap) -> Self {
         self.max_output = cap;
@@ -201,23 +219,16 @@ impl Prepared {
             env: &self.env,
             invocation,
         })?;
-        crate::spawn::run(RunSpec {
-            plan: &plan,
-            stdin: request.stdin.clone(),
-            timeout: request.timeout,
-            stall_timeout: request.stall_timeout,
-            interrupt: request.interrupt.as_ref(),
-            cap: request.max_output,
-            streams: request.streams,
-            sink: request.stream.clone(),
-        })
-        .await
+        crate::spawn::run(request.run_spec(&plan, crate::spawn::Launcher::Host)).await
     }
 }
 
 /// A shell session: cwd, exported variables, functions and aliases persist between calls.
 #[derive(Debug)]
 pub struct Session {
+    /// The long-lived sandbox, when the backend has an agent (see `agent`). First, so it is
+    /// killed before the directories it mounts are removed (fields drop in order).
+    sandbox: Option<crate::agent::SandboxHost>,
     prepared: Prepared,
     /// Snapshot and cwd files; removed with everything in it when the session is dropped.
     state: tempfile::TempDir,
@@ -248,10 +259,31 @@ impl Session {
             .cwd
             .clone()
             .unwrap_or_else(|| prepared.workspace_inside.clone());
+        let sandbox = match &prepared.backend {
+            Backend::Bubblewrap(bwrap) => match &bwrap.agent {
+                Some(agent) => {
+                    let plan = crate::backend::bubblewrap::plan_agent_sandbox(
+                        bwrap,
+                        agent,
+                        &prepared.layout,
+                        &prepared.workspace,
+                        SessionDirs {
+                            state: state.path(),
+                            tmp: tmp.path(),
+                        },
+                        &prepared.env,
+                    )?;
+                    Some(crate::agent::SandboxHost::start(&plan)?)
+                }
+                None => None,
+            },
+            Backend::Local => None,
+        };
         let mut session = Self {
             prepared,
             state,
             tmp,
+            sandbox,
             cwd,
         };
         session.take_login_snapshot().await?;
@@ -271,6 +303,36 @@ impl Session {
     /// Runs one command.
     pub async fn exec(&mut self, request: &ExecRequest) -> Result<ExecResult> {
         self.exec_shell(request, false).await
+    }
+
+    /// Runs a command with none of the session's state: a fresh `bash -c` in the workspace, as
+    /// `exec_once` would, but in the session's long-lived sandbox when it has one (much cheaper
+    /// than a new sandbox). Changes nothing of the session.
+    pub async fn exec_stateless(&mut self, request: &ExecRequest) -> Result<ExecResult> {
+        let cwd = self.prepared.workspace_inside.clone();
+        let invocation = ShellInvocation {
+            login: false,
+            script: ShellScript::OneShot {
+                cwd: cwd.clone(),
+                command: request.command.clone(),
+            },
+        };
+        let outcome = match (&self.sandbox, &self.prepared.backend) {
+            (Some(sandbox), Backend::Bubblewrap(bwrap)) => {
+                let plan = crate::backend::bubblewrap::plan_inside(
+                    bwrap,
+                    &self.prepared.layout,
+                    &invocation,
+                    &self.prepared.env,
+                );
+                crate::spawn::run(
+                    request.run_spec(&plan, crate::spawn::Launcher::Agent(&sandbox.channel)),
+                )
+                .await?
+            }
+            _ => self.prepared.run(&invocation, None, request).await?,
+        };
+        Ok(result_of(outcome, cwd))
     }
 
     async fn take_login_snapshot(&mut self) -> Result<()> {
@@ -311,10 +373,25 @@ impl Session {
             state: dir,
             tmp: self.tmp.path(),
         };
-        let outcome = self
-            .prepared
-            .run(&invocation, Some(session_dirs), request)
-            .await?;
+        let outcome = match (&self.sandbox, &self.prepared.backend) {
+            (Some(sandbox), Backend::Bubblewrap(bwrap)) => {
+                let plan = crate::backend::bubblewrap::plan_inside(
+                    bwrap,
+                    &self.prepared.layout,
+                    &invocation,
+                    &self.prepared.env,
+                );
+                crate::spawn::run(
+                    request.run_spec(&plan, crate::spawn::Launcher::Agent(&sandbox.channel)),
+                )
+                .await?
+            }
+            _ => {
+                self.prepared
+                    .run(&invocation, Some(session_dirs), request)
+                    .await?
+            }
+        };
         if let Some(cwd) = read_new_cwd(&dir.join("snapshot.next"))? {
             // The directory is writable from inside a sandbox, so a command can sabotage this
             // rename; then the previous state stays whole.

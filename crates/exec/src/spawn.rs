@@ -22,6 +22,7 @@
 //! - If the future is dropped mid-run (a client went away), a guard SIGKILLs the group.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::time::Duration;
@@ -69,6 +70,7 @@ pub(crate) struct RunSpec<'a> {
     pub(crate) streams: Streams,
     /// Receives stdout (the merged output) as it is decoded.
     pub(crate) sink: Option<tokio::sync::mpsc::Sender<String>>,
+    pub(crate) launcher: Launcher<'a>,
 }
 
 /// Whether stderr is merged into stdout or captured on its own.
@@ -104,30 +106,191 @@ pub(crate) struct RunOutcome {
     pub(crate) elapsed: Duration,
 }
 
-/// Kills the process group when dropped while armed: a run abandoned midway leaves nothing behind.
-struct GroupGuard {
-    pgid: Option<Pid>,
+/// Where a plan's process is started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Launcher<'a> {
+    /// Spawned by this process, on the host.
+    Host,
+    /// Started by the agent of a long-lived sandbox (see `agent`); the plan is in its terms.
+    Agent(&'a crate::agent::Channel),
 }
 
-impl GroupGuard {
+/// A started command: how to wait for it and how to signal its process group. Kills the group
+/// when dropped while armed, so a run abandoned midway leaves nothing behind.
+enum Process<'a> {
+    Host {
+        child: Child,
+        pgid: Option<Pid>,
+    },
+    Agent {
+        channel: &'a crate::agent::Channel,
+        /// The command's pid inside the sandbox, which leads its process group.
+        pid: i32,
+        /// Whether signals (and the kill on drop) still apply.
+        armed: bool,
+    },
+}
+
+impl Process<'_> {
     fn signal(&self, signal: Signal) {
-        if let Some(pgid) = self.pgid {
-            // ESRCH (group already gone) is the expected outcome of a late kill, not an error.
-            let _ = killpg(pgid, signal);
-            // Also the leader itself: right after spawn, `setsid` may not have made the group yet,
-            // and the leader (setsid or bwrap before it cloned) is all there is to kill then.
-            let _ = nix::sys::signal::kill(pgid, signal);
+        match self {
+            Process::Host {
+                pgid: Some(pgid), ..
+            } => {
+                // ESRCH (group already gone) is the expected outcome of a late kill.
+                let _ = killpg(*pgid, signal);
+                // Also the leader itself: right after spawn, `setsid` may not have made the group
+                // yet, and the leader (setsid, or bwrap before it cloned) is all there is then.
+                let _ = nix::sys::signal::kill(*pgid, signal);
+            }
+            Process::Agent {
+                channel,
+                pid,
+                armed: true,
+            } => channel.send_now(&crate::agent::Request::Signal {
+                pgid: *pid,
+                signal: signal as i32,
+            }),
+            Process::Host { pgid: None, .. } | Process::Agent { armed: false, .. } => {}
         }
     }
 
     fn disarm(&mut self) {
-        self.pgid = None;
+        match self {
+            Process::Host { pgid, .. } => *pgid = None,
+            Process::Agent { armed, .. } => *armed = false,
+        }
+    }
+
+    /// Waits for the process to exit; its exit code.
+    async fn wait(&mut self) -> Result<i32> {
+        match self {
+            Process::Host { child, .. } => Ok(exit_code_of(
+                child
+                    .wait()
+                    .await
+                    .map_err(Error::io("waiting for the command"))?,
+            )),
+            Process::Agent { channel, pid, .. } => loop {
+                match channel.receive::<crate::agent::Reply>().await {
+                    // Only this command's exit: an abandoned earlier one may report late.
+                    Ok(Some((crate::agent::Reply::Exited { pid: exited, code }, _)))
+                        if exited == *pid =>
+                    {
+                        return Ok(code);
+                    }
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return Err(Error::SandboxGone),
+                    Err(source) => {
+                        return Err(Error::Io {
+                            context: "waiting for the sandbox agent".to_owned(),
+                            source,
+                        });
+                    }
+                }
+            },
+        }
     }
 }
 
-impl Drop for GroupGuard {
+impl Drop for Process<'_> {
     fn drop(&mut self) {
         self.signal(Signal::SIGKILL);
+    }
+}
+
+/// Starts `plan` with `stdio` (stdin, stdout, stderr); the descriptors are consumed, so the
+/// caller keeps no copy of the pipes' write ends.
+async fn launch<'a>(
+    launcher: Launcher<'a>,
+    plan: &SpawnPlan,
+    stdio: [OwnedFd; 3],
+) -> Result<Process<'a>> {
+    let [stdin, stdout, stderr] = stdio;
+    match launcher {
+        Launcher::Host => {
+            let mut command = tokio::process::Command::new(&plan.program);
+            command
+                .args(&plan.args)
+                .env_clear()
+                .envs(&plan.env)
+                .current_dir(&plan.cwd)
+                .stdin(Stdio::from(stdin))
+                .stdout(Stdio::from(stdout))
+                .stderr(Stdio::from(stderr));
+            match plan.group {
+                ProcessGroup::New => {
+                    command.process_group(0);
+                }
+                // setsid(1) makes the group itself (and would fork if it already led one).
+                ProcessGroup::NewSession => {}
+            }
+            let spawned = command.spawn();
+            drop(command);
+            let child = spawned.map_err(|source| spawn_error(plan, source))?;
+            let pgid = child
+                .id()
+                .and_then(|pid| i32::try_from(pid).ok())
+                .map(Pid::from_raw);
+            Ok(Process::Host { child, pgid })
+        }
+        Launcher::Agent(channel) => {
+            let id = channel.next_id();
+            let request = crate::agent::Request::Run {
+                id,
+                program: plan.program.to_string_lossy().into_owned(),
+                args: plan.args.clone(),
+                env: plan.env.clone().into_iter().collect(),
+                cwd: plan.cwd.to_string_lossy().into_owned(),
+            };
+            let sent = channel
+                .send(&request, &[stdin.as_fd(), stdout.as_fd(), stderr.as_fd()])
+                .await;
+            drop((stdin, stdout, stderr));
+            sent.map_err(Error::io("sending a command to the sandbox agent"))?;
+            loop {
+                match channel.receive::<crate::agent::Reply>().await {
+                    Ok(Some((crate::agent::Reply::Started { id: started, pid }, _))) => {
+                        if started == id {
+                            return Ok(Process::Agent {
+                                channel,
+                                pid,
+                                armed: true,
+                            });
+                        }
+                        // A command whose call was abandoned before it started: nobody will
+                        // wait for it, so it must not run on.
+                        channel.send_now(&crate::agent::Request::Signal {
+                            pgid: pid,
+                            signal: Signal::SIGKILL as i32,
+                        });
+                    }
+                    Ok(Some((crate::agent::Reply::Failed { id: failed, error }, _)))
+                        if failed == id =>
+                    {
+                        return Err(Error::Io {
+                            context: "starting a command in the sandbox".to_owned(),
+                            source: io::Error::other(error),
+                        });
+                    }
+                    // Replies about earlier commands whose calls were abandoned (their futures
+                    // dropped before the agent reported): nothing waits for them any more.
+                    Ok(Some((
+                        crate::agent::Reply::Exited { .. } | crate::agent::Reply::Failed { .. },
+                        _,
+                    ))) => {
+                        continue;
+                    }
+                    Ok(None) => return Err(Error::SandboxGone),
+                    Err(source) => {
+                        return Err(Error::Io {
+                            context: "talking to the sandbox agent".to_owned(),
+                            source,
+                        });
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -261,39 +424,30 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
         }
     };
 
-    let mut command = tokio::process::Command::new(&plan.program);
-    command
-        .args(&plan.args)
-        .env_clear()
-        .envs(&plan.env)
-        .current_dir(&plan.cwd)
-        .stdin(if spec.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::from(write_end))
-        .stderr(Stdio::from(stderr_write_end));
-    match plan.group {
-        ProcessGroup::New => {
-            command.process_group(0);
+    // stdin: our own pipe when there is data (written by a task below), else /dev/null.
+    let (stdin_read_end, stdin_writer) = match &spec.stdin {
+        Some(_) => {
+            let (read, write) = io::pipe().map_err(Error::io("creating the stdin pipe"))?;
+            let writer = pipe::Sender::from_owned_fd(OwnedFd::from(write))
+                .map_err(Error::io("watching the stdin pipe"))?;
+            (OwnedFd::from(read), Some(writer))
         }
-        // setsid(1) makes the group itself (and would fork if it already led one).
-        ProcessGroup::NewSession => {}
-    }
-
-    let spawned = command.spawn();
-    // Drop our copies of the pipe's write end now, or EOF would never arrive.
-    drop(command);
-    let mut child = spawned.map_err(|source| spawn_error(plan, source))?;
-    let mut guard = GroupGuard {
-        pgid: child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .map(Pid::from_raw),
+        None => (
+            OwnedFd::from(
+                std::fs::File::open("/dev/null").map_err(Error::io("opening /dev/null"))?,
+            ),
+            None,
+        ),
     };
+    let stdio = [
+        stdin_read_end,
+        OwnedFd::from(write_end),
+        OwnedFd::from(stderr_write_end),
+    ];
+    // `launch` consumes our copies of the write ends, or EOF would never arrive.
+    let mut process = launch(spec.launcher, plan, stdio).await?;
 
-    if let (Some(data), Some(mut stdin)) = (spec.stdin, child.stdin.take()) {
+    if let (Some(data), Some(mut stdin)) = (spec.stdin, stdin_writer) {
         // A separate task: a command that reads its input slowly (or never) must not block the
         // output loop. A broken pipe means the command did not want all of it, which is fine.
         tokio::spawn(async move {
@@ -345,8 +499,8 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
                     stall.as_mut().reset(tokio::time::Instant::now() + stall_limit.duration());
                 }
             }
-            status = child.wait(), if exit_code.is_none() => {
-                exit_code = Some(exit_code_of(status.map_err(Error::io("waiting for the command"))?));
+            status = process.wait(), if exit_code.is_none() => {
+                exit_code = Some(status?);
                 drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
             }
             () = &mut drain, if exit_code.is_some() => break None,
@@ -364,18 +518,11 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
         None => {
             // Finished on its own: background jobs it started may keep running (agents start
             // servers that way); they are not ours to kill here.
-            guard.disarm();
+            process.disarm();
             Ending::Exited(exit_code.unwrap_or(0))
         }
         Some(ending) => {
-            stop_group(
-                &mut guard,
-                &mut child,
-                &mut output,
-                &mut stderr,
-                exit_code.is_some(),
-            )
-            .await;
+            stop_group(&mut process, &mut output, &mut stderr, exit_code.is_some()).await;
             ending
         }
     };
@@ -391,13 +538,12 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
 
 /// SIGTERM the group, give it `KILL_GRACE` (collecting its last output), SIGKILL the group.
 async fn stop_group(
-    guard: &mut GroupGuard,
-    child: &mut Child,
+    process: &mut Process<'_>,
     output: &mut OutputPipe,
     stderr: &mut Option<OutputPipe>,
     mut exited: bool,
 ) {
-    guard.signal(Signal::SIGTERM);
+    process.signal(Signal::SIGTERM);
     let grace_end = tokio::time::Instant::now() + KILL_GRACE;
     while !(exited && all_eof(output, stderr)) {
         tokio::select! {
@@ -407,15 +553,15 @@ async fn stop_group(
                     pipe.take(read);
                 }
             }
-            _ = child.wait(), if !exited => exited = true,
+            _ = process.wait(), if !exited => exited = true,
             () = tokio::time::sleep_until(grace_end) => break,
         }
     }
     // Always, even if the shell exited: a child that ignores SIGTERM is still in the group.
-    guard.signal(Signal::SIGKILL);
-    guard.disarm();
+    process.signal(Signal::SIGKILL);
+    process.disarm();
     if !exited {
-        let _ = child.wait().await;
+        let _ = process.wait().await;
     }
     let drain_end = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
     output.drain_until(drain_end).await;
@@ -424,7 +570,7 @@ async fn stop_group(
     }
 }
 
-fn exit_code_of(status: std::process::ExitStatus) -> i32 {
+pub(crate) fn exit_code_of(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status
         .code()

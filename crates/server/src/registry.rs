@@ -356,8 +356,17 @@ impl Registry {
     ) -> Result<ExecResult> {
         match mode {
             RunMode::OneShot { network } => {
-                let config = self.session_config(slot, network);
-                Ok(slotbox_exec::exec_once(&config, request).await?)
+                // In the slot's long-lived sandbox when its network setting matches (or there is
+                // none yet); a one-off with other network access gets a sandbox of its own.
+                if shell
+                    .as_ref()
+                    .is_some_and(|current| current.network != network)
+                {
+                    let config = self.session_config(slot, network);
+                    return Ok(slotbox_exec::exec_once(&config, request).await?);
+                }
+                let current = self.ensure_shell(slot, shell, network).await?;
+                Ok(current.session.exec_stateless(request).await?)
             }
             RunMode::Session { network } => {
                 if shell
@@ -376,6 +385,22 @@ impl Registry {
                 Ok(current.session.exec(request).await?)
             }
         }
+    }
+
+    /// The slot's session, started (with `network`) if there is none.
+    async fn ensure_shell<'s>(
+        &self,
+        slot: &Slot,
+        shell: &'s mut Option<SlotShell>,
+        network: bool,
+    ) -> Result<&'s mut SlotShell> {
+        if shell.is_none() {
+            let session = Session::start(self.session_config(slot, network)).await?;
+            *shell = Some(SlotShell { session, network });
+        }
+        shell
+            .as_mut()
+            .ok_or_else(|| Error::Internal("session missing after start".to_owned()))
     }
 
     /// Empties slot `index` (the seed API's reset): kills its command, drops its session, swaps

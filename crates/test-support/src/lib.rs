@@ -31,3 +31,24 @@ pub fn require(part: &str, probe: Result<(), String>) -> bool {
         }
     }
 }
+
+/// A binary of another workspace package, from the target directory this test binary runs from
+/// (`target/<profile>/NAME`); `Err` says how to build it. Cargo's `CARGO_BIN_EXE_*` reaches only
+/// the test's own package.
+pub fn workspace_binary(name: &str) -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|error| error.to_string())?;
+    // target/<profile>/deps/<test binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .ok_or_else(|| format!("no target directory above {}", exe.display()))?;
+    let candidate = profile_dir.join(name);
+    if candidate.is_file() {
+        Ok(candidate)
+    } else {
+        Err(format!(
+            "{} not built (cargo build --workspace builds it)",
+            candidate.display()
+        ))
+    }
+}

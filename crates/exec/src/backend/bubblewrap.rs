@@ -56,6 +56,19 @@ pub struct BubblewrapConfig {
     pub network: Network,
     /// Where the workspace appears inside the sandbox.
     pub workspace_mount: String,
+    /// With an agent, a session keeps one sandbox for its whole life and starts each command in
+    /// it through the agent (fast; background jobs live on between calls). Without, every call
+    /// is a fresh sandbox.
+    pub agent: Option<AgentCommand>,
+}
+
+/// How to start the sandbox agent: a binary that calls `slotbox_exec::agent::run_main`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCommand {
+    /// The binary on the host (bound read-only into the sandbox).
+    pub program: PathBuf,
+    /// Its arguments (e.g. the hidden subcommand `__sandbox-agent`).
+    pub args: Vec<String>,
 }
 
 impl Default for BubblewrapConfig {
@@ -64,12 +77,21 @@ impl Default for BubblewrapConfig {
             bwrap: super::find_program("bwrap", "/usr/bin/bwrap"),
             network: Network::Off,
             workspace_mount: "/workspace".to_owned(),
+            agent: None,
         }
     }
 }
 
-pub(crate) fn plan(config: &BubblewrapConfig, input: &PlanInput<'_>) -> Result<SpawnPlan> {
-    let setsid = input.layout.setsid.as_deref().ok_or(Error::SetsidMissing)?;
+/// The sandbox's argv up to (not including) `--`, and where the session state is mounted.
+/// `extra` runs just before the root is made read-only (the agent's bind goes there).
+fn sandbox_args(
+    config: &BubblewrapConfig,
+    layout: &crate::plan::HostLayout,
+    workspace: &std::path::Path,
+    session: Option<crate::plan::SessionDirs<'_>>,
+    chdir: &str,
+    extra: &[&str],
+) -> Result<(Vec<String>, Option<&'static str>)> {
     let bwrap = utf8(&config.bwrap)?;
     let mut args: Vec<String> = vec![bwrap.to_owned()];
     let mut push = |items: &[&str]| args.extend(items.iter().map(|item| (*item).to_owned()));
@@ -88,26 +110,25 @@ pub(crate) fn plan(config: &BubblewrapConfig, input: &PlanInput<'_>) -> Result<S
     push(&["--hostname", "slotbox"]);
 
     push(&["--ro-bind", "/usr", "/usr"]);
-    for entry in &input.layout.root_entries {
+    for entry in &layout.root_entries {
         match entry {
             RootEntry::Symlink { path, target } => push(&["--symlink", target, path]),
             RootEntry::Dir { path } => push(&["--ro-bind", path, path]),
         }
     }
     push(&["--ro-bind", "/etc", "/etc"]);
-    for file in &input.layout.masked_files {
+    for file in &layout.masked_files {
         push(&["--ro-bind", "/dev/null", file]);
     }
-    for dir in &input.layout.extra_system_dirs {
+    for dir in &layout.extra_system_dirs {
         push(&["--ro-bind", dir, dir]);
     }
     push(&["--proc", "/proc", "--dev", "/dev"]);
 
-    let workspace = utf8(input.workspace)?;
-    push(&["--bind", workspace, &config.workspace_mount]);
+    push(&["--bind", utf8(workspace)?, &config.workspace_mount]);
 
     push(&["--tmpfs", "/run"]);
-    let state_dir = match input.session {
+    let state_dir = match session {
         Some(dirs) => {
             push(&["--bind", utf8(dirs.tmp)?, "/tmp"]);
             push(&["--bind", utf8(dirs.state)?, STATE_MOUNT]);
@@ -119,17 +140,30 @@ pub(crate) fn plan(config: &BubblewrapConfig, input: &PlanInput<'_>) -> Result<S
         }
     };
     push(&["--dir", "/var", "--symlink", "/tmp", "/var/tmp"]);
+    push(extra);
     push(&["--remount-ro", "/"]);
+    push(&["--chdir", chdir]);
+    Ok((args, state_dir))
+}
 
+pub(crate) fn plan(config: &BubblewrapConfig, input: &PlanInput<'_>) -> Result<SpawnPlan> {
+    let setsid = input.layout.setsid.as_deref().ok_or(Error::SetsidMissing)?;
     let chdir = match &input.invocation.script {
         // The wrapper enters the tracked cwd itself (with the deleted-directory fallback).
         ShellScript::Session { .. } => config.workspace_mount.as_str(),
         ShellScript::OneShot { cwd, .. } => cwd.as_str(),
     };
-    push(&["--chdir", chdir]);
-    push(&["--", &input.layout.bash]);
+    let (mut args, state_dir) = sandbox_args(
+        config,
+        input.layout,
+        input.workspace,
+        input.session,
+        chdir,
+        &[],
+    )?;
+    args.push("--".to_owned());
+    args.push(input.layout.bash.clone());
     args.extend(bash_args(input.invocation, state_dir));
-
     Ok(SpawnPlan {
         program: PathBuf::from(setsid),
         args,
@@ -137,4 +171,55 @@ pub(crate) fn plan(config: &BubblewrapConfig, input: &PlanInput<'_>) -> Result<S
         cwd: PathBuf::from("/"),
         group: ProcessGroup::NewSession,
     })
+}
+
+/// Where the agent binary appears inside a long-lived sandbox.
+pub(crate) const AGENT_MOUNT: &str = "/run/slotbox-agent";
+
+/// The long-lived sandbox of a session: the same sandbox as `plan`, running the agent (read-only
+/// bind of its binary) instead of one command. Its stdin will be the control socket.
+pub(crate) fn plan_agent_sandbox(
+    config: &BubblewrapConfig,
+    agent: &AgentCommand,
+    layout: &crate::plan::HostLayout,
+    workspace: &std::path::Path,
+    session: crate::plan::SessionDirs<'_>,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<SpawnPlan> {
+    let setsid = layout.setsid.as_deref().ok_or(Error::SetsidMissing)?;
+    let agent_path = utf8(&agent.program)?;
+    let (mut args, _) = sandbox_args(
+        config,
+        layout,
+        workspace,
+        Some(session),
+        "/",
+        &["--ro-bind", agent_path, AGENT_MOUNT],
+    )?;
+    args.push("--".to_owned());
+    args.push(AGENT_MOUNT.to_owned());
+    args.extend(agent.args.iter().cloned());
+    Ok(SpawnPlan {
+        program: PathBuf::from(setsid),
+        args,
+        env: env.clone(),
+        cwd: PathBuf::from("/"),
+        group: ProcessGroup::NewSession,
+    })
+}
+
+/// A session call as the agent runs it inside the long-lived sandbox.
+pub(crate) fn plan_inside(
+    config: &BubblewrapConfig,
+    layout: &crate::plan::HostLayout,
+    invocation: &crate::plan::ShellInvocation,
+    env: &std::collections::BTreeMap<String, String>,
+) -> SpawnPlan {
+    SpawnPlan {
+        program: PathBuf::from(&layout.bash),
+        args: bash_args(invocation, Some(STATE_MOUNT)),
+        env: env.clone(),
+        cwd: PathBuf::from(&config.workspace_mount),
+        group: ProcessGroup::New,
+    }
 }

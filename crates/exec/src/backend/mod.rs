@@ -9,6 +9,7 @@ pub(crate) mod local;
 
 use std::path::PathBuf;
 
+pub use bubblewrap::AgentCommand;
 pub use bubblewrap::BubblewrapConfig;
 pub use bubblewrap::Network;
 

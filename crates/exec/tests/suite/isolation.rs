@@ -239,3 +239,42 @@ async fn bwrap_that_cannot_create_namespaces_is_refused() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn long_lived_sandbox_keeps_background_jobs_until_the_session_ends() {
+    let Some(Backend::Bubblewrap(config)) = bubblewrap().await else {
+        return;
+    };
+    let workspace = tempfile::tempdir().unwrap();
+    let backend = Backend::Bubblewrap(super::with_agent(config));
+    let mut session = Session::start(SessionConfig::new(backend, workspace.path()))
+        .await
+        .unwrap();
+    let tag = format!("slotbox_agent_bg_{}", std::process::id());
+    let r = session
+        .exec(&ExecRequest::new(format!(
+            "(exec -a {tag} sleep 60) > /dev/null 2>&1 & echo $! > /tmp/bg.pid; echo started"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(r.output, "started\n");
+    // The job lives on into the next call (a server started by one command serves the next).
+    let r = session
+        .exec(&ExecRequest::new(
+            "kill -0 $(cat /tmp/bg.pid) && echo alive; cat /proc/1/cmdline | tr '\\0' ' '",
+        ))
+        .await
+        .unwrap();
+    assert!(r.output.starts_with("alive\n"), "{}", r.output);
+    assert!(super::process_alive(&tag));
+    // Ending the session ends everything in its sandbox.
+    drop(session);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while super::process_alive(&tag) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a job outlived its session's sandbox"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -40,11 +40,26 @@ pub(crate) async fn bubblewrap() -> Option<Backend> {
     slotbox_test_support::require("bubblewrap", probe).then_some(Backend::Bubblewrap(config))
 }
 
-/// Every backend available here: local always, bubblewrap when it works (required in CI).
+/// Every backend available here: local always; bubblewrap when it works (required in CI), both
+/// with a fresh sandbox per call and with one long-lived sandbox and its agent.
 pub(crate) async fn backends() -> Vec<Backend> {
     let mut backends = vec![Backend::Local];
-    backends.extend(bubblewrap().await);
+    if let Some(Backend::Bubblewrap(config)) = bubblewrap().await {
+        backends.push(Backend::Bubblewrap(config.clone()));
+        backends.push(Backend::Bubblewrap(with_agent(config)));
+    }
     backends
+}
+
+/// `config` with the sandbox agent (this crate's `slotbox-sandbox-agent` binary).
+pub(crate) fn with_agent(config: BubblewrapConfig) -> BubblewrapConfig {
+    BubblewrapConfig {
+        agent: Some(slotbox_exec::AgentCommand {
+            program: env!("CARGO_BIN_EXE_slotbox-sandbox-agent").into(),
+            args: Vec::new(),
+        }),
+        ..config
+    }
 }
 
 pub(crate) async fn fixture(backend: &Backend) -> Fixture {
@@ -62,4 +77,17 @@ pub(crate) fn inside(fixture: &Fixture) -> String {
         .backend()
         .workspace_path(fixture.workspace.path())
         .unwrap()
+}
+
+/// Whether any process on the host has `needle` in its command line.
+pub(crate) fn process_alive(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .map(|cmdline| {
+                String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+            .unwrap_or(false)
+    })
 }

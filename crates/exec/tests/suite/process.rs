@@ -11,22 +11,10 @@ use slotbox_exec::Timeout;
 
 use super::backends;
 use super::fixture;
+use super::process_alive;
 
 fn secs(s: f64) -> Option<Timeout> {
     Some(Timeout::new(Duration::from_secs_f64(s)))
-}
-
-/// Whether any process on the host has `needle` in its command line.
-fn process_alive(needle: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
-        std::fs::read(entry.path().join("cmdline"))
-            .map(|cmdline| {
-                String::from_utf8_lossy(&cmdline)
-                    .replace('\0', " ")
-                    .contains(needle)
-            })
-            .unwrap_or(false)
-    })
 }
 
 /// Waits (bounded) until `path` exists: the command under test creates it when it is running.

@@ -57,7 +57,20 @@ pub(crate) async fn server_with(
     limits: Limits,
 ) -> Option<TestServer> {
     let data = tempfile::tempdir().unwrap();
-    let bwrap = slotbox_exec::BubblewrapConfig::default();
+    let mut bwrap = slotbox_exec::BubblewrapConfig::default();
+    // The production setup: each slot session keeps one sandbox with the agent inside.
+    let agent = slotbox_test_support::workspace_binary("slotbox-sandbox-agent");
+    let agent = match agent {
+        Ok(path) => path,
+        Err(reason) => {
+            slotbox_test_support::require("the sandbox agent binary", Err(reason));
+            return None;
+        }
+    };
+    bwrap.agent = Some(slotbox_exec::AgentCommand {
+        program: agent,
+        args: Vec::new(),
+    });
     let layout = slotbox_exec::probe::host_layout().unwrap();
     let probe = slotbox_exec::probe::bubblewrap(&bwrap, &layout, data.path())
         .await
