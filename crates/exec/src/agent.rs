@@ -55,8 +55,10 @@ pub(crate) enum Request {
     },
     /// The real request is in the memfd passed with this message.
     Large,
-    /// Send `signal` to process group `pgid`.
-    Signal { pgid: i32, signal: i32 },
+    /// Send `signal` to the process group of the command started by run request `id` (if it
+    /// still runs). By id, not pid, so the host can kill a command whose `started` it has not
+    /// seen yet.
+    Signal { id: u64, signal: i32 },
 }
 
 /// Agent → host.
@@ -68,7 +70,7 @@ pub(crate) enum Reply {
     /// The command could not start.
     Failed { id: u64, error: String },
     /// The command exited with `code` (128+N when killed by signal N).
-    Exited { pid: i32, code: i32 },
+    Exited { id: u64, code: i32 },
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
@@ -231,8 +233,12 @@ pub fn run_main() -> io::Result<()> {
     runtime.block_on(serve(control))
 }
 
+/// Commands still running: run request id → pid (which leads the command's process group).
+type Running = Arc<std::sync::Mutex<std::collections::HashMap<u64, i32>>>;
+
 async fn serve(control: OwnedFd) -> io::Result<()> {
     let channel = Arc::new(Channel::new(control)?);
+    let running: Running = Arc::default();
     while let Some((request, fds)) = channel.receive::<Request>().await? {
         match request {
             Request::Run {
@@ -242,13 +248,18 @@ async fn serve(control: OwnedFd) -> io::Result<()> {
                 env,
                 cwd,
             } => {
-                if let Some(failure) = start(&channel, id, program, args, env, cwd, fds) {
+                if let Some(failure) = start(&channel, &running, id, program, args, env, cwd, fds) {
                     channel.send(&failure, &[]).await?;
                 }
             }
-            Request::Signal { pgid, signal } => {
+            Request::Signal { id, signal } => {
+                let pgid = running
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&id)
+                    .copied();
                 // Never group 0 (our own) or 1 (bwrap's init, the namespace's life).
-                if pgid > 1
+                if let Some(pgid) = pgid.filter(|pgid| *pgid > 1)
                     && let Ok(signal) = nix::sys::signal::Signal::try_from(signal)
                 {
                     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
@@ -262,8 +273,10 @@ async fn serve(control: OwnedFd) -> io::Result<()> {
 
 /// Starts a command; its `started` and `exited` replies come from a task, in that order.
 /// Returns the failure reply when it could not start.
+#[allow(clippy::too_many_arguments)]
 fn start(
     channel: &Arc<Channel>,
+    running: &Running,
     id: u64,
     program: String,
     args: Vec<String>,
@@ -307,14 +320,23 @@ fn start(
             error: "the command exited before its pid was known".to_owned(),
         });
     };
+    running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(id, pid);
     let channel = Arc::clone(channel);
+    let running = Arc::clone(running);
     tokio::spawn(async move {
         let _ = channel.send(&Reply::Started { id, pid }, &[]).await;
         let code = match child.wait().await {
             Ok(status) => crate::spawn::exit_code_of(status),
             Err(_) => 1,
         };
-        let _ = channel.send(&Reply::Exited { pid, code }, &[]).await;
+        running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        let _ = channel.send(&Reply::Exited { id, code }, &[]).await;
     });
     None
 }

@@ -124,8 +124,8 @@ enum Process<'a> {
     },
     Agent {
         channel: &'a crate::agent::Channel,
-        /// The command's pid inside the sandbox, which leads its process group.
-        pid: i32,
+        /// The run request's id, which names the command in signals and replies.
+        id: u64,
         /// Whether signals (and the kill on drop) still apply.
         armed: bool,
     },
@@ -145,10 +145,10 @@ impl Process<'_> {
             }
             Process::Agent {
                 channel,
-                pid,
+                id,
                 armed: true,
             } => channel.send_now(&crate::agent::Request::Signal {
-                pgid: *pid,
+                id: *id,
                 signal: signal as i32,
             }),
             Process::Host { pgid: None, .. } | Process::Agent { armed: false, .. } => {}
@@ -171,11 +171,11 @@ impl Process<'_> {
                     .await
                     .map_err(Error::io("waiting for the command"))?,
             )),
-            Process::Agent { channel, pid, .. } => loop {
+            Process::Agent { channel, id, .. } => loop {
                 match channel.receive::<crate::agent::Reply>().await {
                     // Only this command's exit: an abandoned earlier one may report late.
-                    Ok(Some((crate::agent::Reply::Exited { pid: exited, code }, _)))
-                        if exited == *pid =>
+                    Ok(Some((crate::agent::Reply::Exited { id: exited, code }, _)))
+                        if exited == *id =>
                     {
                         return Ok(code);
                     }
@@ -248,39 +248,33 @@ async fn launch<'a>(
                 .await;
             drop((stdin, stdout, stderr));
             sent.map_err(Error::io("sending a command to the sandbox agent"))?;
+            // From here the command may be running: if this future is dropped before `started`
+            // arrives, dropping `process` still kills it (signals name the request id).
+            let process = Process::Agent {
+                channel,
+                id,
+                armed: true,
+            };
             loop {
                 match channel.receive::<crate::agent::Reply>().await {
-                    Ok(Some((crate::agent::Reply::Started { id: started, pid }, _))) => {
-                        if started == id {
-                            return Ok(Process::Agent {
-                                channel,
-                                pid,
-                                armed: true,
-                            });
-                        }
-                        // A command whose call was abandoned before it started: nobody will
-                        // wait for it, so it must not run on.
-                        channel.send_now(&crate::agent::Request::Signal {
-                            pgid: pid,
-                            signal: Signal::SIGKILL as i32,
-                        });
+                    Ok(Some((crate::agent::Reply::Started { id: started, .. }, _)))
+                        if started == id =>
+                    {
+                        return Ok(process);
                     }
                     Ok(Some((crate::agent::Reply::Failed { id: failed, error }, _)))
                         if failed == id =>
                     {
+                        let mut process = process;
+                        process.disarm();
                         return Err(Error::Io {
                             context: "starting a command in the sandbox".to_owned(),
                             source: io::Error::other(error),
                         });
                     }
-                    // Replies about earlier commands whose calls were abandoned (their futures
-                    // dropped before the agent reported): nothing waits for them any more.
-                    Ok(Some((
-                        crate::agent::Reply::Exited { .. } | crate::agent::Reply::Failed { .. },
-                        _,
-                    ))) => {
-                        continue;
-                    }
+                    // Replies about earlier commands whose calls were abandoned: those were
+                    // killed by id when their calls were dropped, and nothing waits for them.
+                    Ok(Some(_)) => continue,
                     Ok(None) => return Err(Error::SandboxGone),
                     Err(source) => {
                         return Err(Error::Io {
