@@ -29,6 +29,9 @@ pub(crate) enum BenchCommand {
     /// Per-call latency of `true` and `echo hi` through a session, local and bwrap, against the
     /// bare `bash -c true` and bare bwrap floors.
     Exec(BenchExecArgs),
+    /// The sandbox server over loopback HTTP: sequential v0/v1 latency, 10-slot throughput,
+    /// memory with 300 MB of output and with 1000 idle slots.
+    Serve(crate::bench_serve::BenchServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +50,7 @@ pub(crate) struct BenchExecArgs {
 pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<ExitStatus> {
     match command {
         BenchCommand::Exec(args) => bench_exec(args).await,
+        BenchCommand::Serve(args) => crate::bench_serve::run(args).await,
     }
 }
 
