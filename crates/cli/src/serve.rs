@@ -46,6 +46,15 @@ pub(crate) struct ServeArgs {
     /// The bwrap binary.
     #[arg(long, env = env_vars::SLOTBOX_BWRAP)]
     bwrap: Option<PathBuf>,
+    /// Memory limit per slot in MiB, enforced with cgroups (0: none).
+    #[arg(long, default_value_t = 4096)]
+    memory_mb: u64,
+    /// Process and thread limit per slot, enforced with cgroups (0: none).
+    #[arg(long, default_value_t = 1024)]
+    pids: u64,
+    /// CPU limit per slot in cores, enforced with cgroups (0: none).
+    #[arg(long, default_value_t = 1.0)]
+    cpus: f64,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitStatus> {
@@ -62,7 +71,16 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitStatus> {
         (None, Some(alloc)) => PathBuf::from(alloc).join("data"),
         (None, None) => PathBuf::from("/data"),
     };
-    let isolation = resolve_isolation(args.isolation, args.bwrap, &data_dir).await?;
+    anyhow::ensure!(
+        args.cpus.is_finite() && args.cpus >= 0.0,
+        "--cpus must be a number of cores, 0 for no limit"
+    );
+    let limits = slotbox_exec::CgroupLimits {
+        memory_bytes: (args.memory_mb > 0).then(|| args.memory_mb * 1024 * 1024),
+        pids: (args.pids > 0).then_some(args.pids),
+        cpu_millis: (args.cpus > 0.0).then(|| (args.cpus * 1000.0).round() as u64),
+    };
+    let isolation = resolve_isolation(args.isolation, args.bwrap, &data_dir, limits).await?;
     let config = ServerConfig {
         slots: args.slots as usize,
         data_dir: data_dir.clone(),
@@ -95,10 +113,21 @@ async fn resolve_isolation(
     requested: IsolationName,
     bwrap: Option<PathBuf>,
     data_dir: &std::path::Path,
+    limits: slotbox_exec::CgroupLimits,
 ) -> anyhow::Result<Isolation> {
     if requested == IsolationName::None {
-        tracing::warn!("--isolation none: slot commands run on the host without any isolation");
+        tracing::warn!(
+            "--isolation none: slot commands run on the host without any isolation or resource limits"
+        );
         return Ok(Isolation::None);
+    }
+    let mut config_limits = None;
+    if limits.any() {
+        // Limits asked for and not enforceable: refuse, never run without them.
+        let layout = slotbox_exec::CgroupLayout::detect().context(
+            "resource limits need cgroups; pass --memory-mb 0 --pids 0 --cpus 0 to run without limits",
+        )?;
+        config_limits = Some(slotbox_exec::SandboxLimits { layout, limits });
     }
     let mut config = slotbox_exec::BubblewrapConfig::default();
     if let Some(bwrap) = bwrap {
@@ -111,6 +140,7 @@ async fn resolve_isolation(
         program,
         args: vec!["__sandbox-agent".to_owned()],
     });
+    config.limits = config_limits;
     let layout = slotbox_exec::probe::host_layout()?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;

@@ -65,6 +65,8 @@ pub(crate) enum Request {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum Reply {
+    /// The agent is up (sent once, first).
+    Ready,
     /// The command started; `pid` leads its process group.
     Started { id: u64, pid: i32 },
     /// The command could not start.
@@ -239,6 +241,7 @@ type Running = Arc<std::sync::Mutex<std::collections::HashMap<u64, i32>>>;
 async fn serve(control: OwnedFd) -> io::Result<()> {
     let channel = Arc::new(Channel::new(control)?);
     let running: Running = Arc::default();
+    channel.send(&Reply::Ready, &[]).await?;
     while let Some((request, fds)) = channel.receive::<Request>().await? {
         match request {
             Request::Run {
@@ -350,12 +353,21 @@ pub(crate) struct SandboxHost {
     /// bwrap leads its own session and process group (`setsid`), which holds the namespace init.
     pgid: nix::unistd::Pid,
     pub(crate) channel: Channel,
+    /// The sandbox's cgroup, when limits apply; dropped after the tree is killed.
+    _cgroup: Option<crate::cgroup::SandboxCgroup>,
 }
+
+/// How long a new sandbox may take to report its agent ready.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl SandboxHost {
     /// Starts the sandbox planned by `plan` with the agent's end of a fresh control socket as
-    /// its stdin.
-    pub(crate) fn start(plan: &crate::plan::SpawnPlan) -> crate::Result<Self> {
+    /// its stdin, puts its processes in a cgroup with `limits` (before any command runs), and
+    /// waits for the agent to be ready.
+    pub(crate) async fn start(
+        plan: &crate::plan::SpawnPlan,
+        limits: Option<&crate::backend::SandboxLimits>,
+    ) -> crate::Result<Self> {
         use rustix::net::AddressFamily;
         use rustix::net::SocketFlags;
         use rustix::net::SocketType;
@@ -394,11 +406,65 @@ impl SandboxHost {
             context: "watching the sandbox control socket".to_owned(),
             source,
         })?;
-        Ok(Self {
+        let cgroup = match limits {
+            Some(limits) => {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let name = format!(
+                    "slotbox-{}-{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                let cgroup =
+                    crate::cgroup::SandboxCgroup::create(&limits.layout, &name, limits.limits)?;
+                // bwrap now: what it forks from here on is born inside.
+                cgroup.add(pgid.as_raw())?;
+                Some(cgroup)
+            }
+            None => None,
+        };
+        let mut host = Self {
             _child: child,
             pgid,
             channel,
-        })
+            _cgroup: None,
+        };
+        let ready = tokio::time::timeout(READY_TIMEOUT, host.channel.receive::<Reply>()).await;
+        match ready {
+            Ok(Ok(Some((Reply::Ready, _)))) => {}
+            Ok(Ok(None)) => return Err(crate::Error::SandboxGone),
+            Ok(Ok(Some((other, _)))) => {
+                return Err(crate::Error::Io {
+                    context: "starting the session sandbox".to_owned(),
+                    source: io::Error::other(format!("unexpected first message {other:?}")),
+                });
+            }
+            Ok(Err(source)) => {
+                return Err(crate::Error::Io {
+                    context: "starting the session sandbox".to_owned(),
+                    source,
+                });
+            }
+            Err(_elapsed) => {
+                return Err(crate::Error::Io {
+                    context: "starting the session sandbox".to_owned(),
+                    source: io::Error::other("the sandbox agent did not report ready"),
+                });
+            }
+        }
+        if let Some(cgroup) = cgroup {
+            // Whatever bwrap forked before it was moved (its namespace init, the agent), before
+            // the first command: commands are the agent's children and inherit the cgroup.
+            for pid in crate::cgroup::process_tree(pgid.as_raw()) {
+                if let Err(error) = cgroup.add(pid) {
+                    // Only a process that exited meanwhile may be skipped.
+                    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        return Err(error);
+                    }
+                }
+            }
+            host._cgroup = Some(cgroup);
+        }
+        Ok(host)
     }
 }
 

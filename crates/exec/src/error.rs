@@ -35,6 +35,15 @@ pub enum Error {
     )]
     SetsidMissing,
 
+    /// Resource limits were asked for and cannot be enforced on this host.
+    #[error(
+        "cannot enforce resource limits with cgroups ({detail}); run as root or with a delegated cgroup, or turn the limits off; refusing to run without them"
+    )]
+    CgroupsUnavailable {
+        /// What failed.
+        detail: String,
+    },
+
     /// The session's long-lived sandbox ended (killed, out of memory); start a new session.
     #[error("the session's sandbox is gone")]
     SandboxGone,

@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod cgroup;
 mod env;
 mod error;
 mod limits;
@@ -27,6 +28,9 @@ pub use backend::AgentCommand;
 pub use backend::Backend;
 pub use backend::BubblewrapConfig;
 pub use backend::Network;
+pub use backend::SandboxLimits;
+pub use cgroup::CgroupLayout;
+pub use cgroup::CgroupLimits;
 pub use env::DEFAULT_ALLOW;
 pub use env::DEFAULT_PATH;
 pub use env::EnvPolicy;

@@ -45,6 +45,7 @@ fn bwrap(network: Network) -> Backend {
         network,
         workspace_mount: "/workspace".to_owned(),
         agent: None,
+        limits: None,
     })
 }
 

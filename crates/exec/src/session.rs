@@ -273,7 +273,7 @@ impl Session {
                         },
                         &prepared.env,
                     )?;
-                    Some(crate::agent::SandboxHost::start(&plan)?)
+                    Some(crate::agent::SandboxHost::start(&plan, bwrap.limits.as_ref()).await?)
                 }
                 None => None,
             },

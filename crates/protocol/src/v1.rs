@@ -155,4 +155,16 @@ pub struct HealthLimits {
     pub max_output_chars: u64,
     /// The request body limit in bytes.
     pub max_body_bytes: usize,
+    /// The cgroup layout enforcing the resource limits (`"v1"`, `"v2"`), or `null` when none are.
+    #[serde(default)]
+    pub cgroups: Option<String>,
+    /// Memory limit per slot in bytes, if enforced.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// Process (and thread) limit per slot, if enforced.
+    #[serde(default)]
+    pub pids: Option<u64>,
+    /// CPU limit per slot in thousandths of a core, if enforced.
+    #[serde(default)]
+    pub cpu_millis: Option<u64>,
 }

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 /// How a slot's commands are isolated.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per server, built once at startup"
+)]
 pub enum Isolation {
     /// Each slot's commands run in bubblewrap sandboxes that see only that slot's workspace.
     Bubblewrap(slotbox_exec::BubblewrapConfig),

@@ -242,6 +242,10 @@ pub(crate) async fn write_file(
 pub(crate) async fn health(State(registry): State<Arc<Registry>>) -> Json<Health> {
     let config = registry.config();
     let occupancy = registry.occupancy();
+    let sandbox_limits = match &config.isolation {
+        crate::config::Isolation::Bubblewrap(bwrap) => bwrap.limits.as_ref(),
+        crate::config::Isolation::None => None,
+    };
     Json(Health {
         status: "ok".to_owned(),
         slots: config.slots,
@@ -254,6 +258,10 @@ pub(crate) async fn health(State(registry): State<Arc<Registry>>) -> Json<Health
             max_timeout_s: config.limits.max_timeout.as_secs_f64(),
             max_output_chars: config.limits.max_output_chars,
             max_body_bytes: config.limits.max_body_bytes,
+            cgroups: sandbox_limits.map(|limits| limits.layout.name().to_owned()),
+            memory_bytes: sandbox_limits.and_then(|limits| limits.limits.memory_bytes),
+            pids: sandbox_limits.and_then(|limits| limits.limits.pids),
+            cpu_millis: sandbox_limits.and_then(|limits| limits.limits.cpu_millis),
         },
     })
 }

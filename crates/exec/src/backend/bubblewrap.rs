@@ -60,6 +60,17 @@ pub struct BubblewrapConfig {
     /// it through the agent (fast; background jobs live on between calls). Without, every call
     /// is a fresh sandbox.
     pub agent: Option<AgentCommand>,
+    /// Resource limits for long-lived sandboxes (with an agent), through cgroups.
+    pub limits: Option<SandboxLimits>,
+}
+
+/// cgroup limits and where to apply them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// The host's cgroup layout (`CgroupLayout::detect`).
+    pub layout: crate::cgroup::CgroupLayout,
+    /// The limits.
+    pub limits: crate::cgroup::CgroupLimits,
 }
 
 /// How to start the sandbox agent: a binary that calls `slotbox_exec::agent::run_main`.
@@ -78,6 +89,7 @@ impl Default for BubblewrapConfig {
             network: Network::Off,
             workspace_mount: "/workspace".to_owned(),
             agent: None,
+            limits: None,
         }
     }
 }

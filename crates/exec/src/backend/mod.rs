@@ -12,9 +12,14 @@ use std::path::PathBuf;
 pub use bubblewrap::AgentCommand;
 pub use bubblewrap::BubblewrapConfig;
 pub use bubblewrap::Network;
+pub use bubblewrap::SandboxLimits;
 
 /// Where commands run.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per session, built once and rarely moved; boxing would only add noise"
+)]
 pub enum Backend {
     /// Directly on the host, as the current user. No isolation at all.
     Local,

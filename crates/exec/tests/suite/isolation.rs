@@ -278,3 +278,58 @@ async fn long_lived_sandbox_keeps_background_jobs_until_the_session_ends() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn cgroup_limits_hold_for_memory_and_processes() {
+    let Some(Backend::Bubblewrap(config)) = bubblewrap().await else {
+        return;
+    };
+    let layout = slotbox_exec::CgroupLayout::detect().map_err(|error| error.to_string());
+    let layout = match layout {
+        Ok(layout) => layout,
+        Err(reason) => {
+            slotbox_test_support::require("writable cgroups", Err(reason));
+            return;
+        }
+    };
+    let limits = slotbox_exec::CgroupLimits {
+        memory_bytes: Some(64 * 1024 * 1024),
+        pids: Some(32),
+        cpu_millis: Some(500),
+    };
+    let config = BubblewrapConfig {
+        limits: Some(slotbox_exec::SandboxLimits { layout, limits }),
+        ..super::with_agent(config)
+    };
+    let workspace = tempfile::tempdir().unwrap();
+    let mut session = Session::start(SessionConfig::new(
+        Backend::Bubblewrap(config),
+        workspace.path(),
+    ))
+    .await
+    .unwrap();
+    // bash holding 200 MB in a variable: far over 64 MB, so the kernel kills it.
+    let r = session
+        .exec(&ExecRequest::new(
+            "v=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#v}",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 137, "memory limit not enforced: {}", r.output);
+    assert!(!r.output.contains("survived"));
+    // 32 processes at most: the 60 background sleeps cannot all start.
+    let r = session
+        .exec(&ExecRequest::new("for i in $(seq 60); do sleep 2 & done 2>&1 | grep -c 'Resource temporarily unavailable\\|retry'; jobs -r | wc -l; kill $(jobs -p) 2>/dev/null; true"))
+        .await
+        .unwrap();
+    let running: usize = r.output.lines().last().unwrap().trim().parse().unwrap();
+    assert!(
+        running < 32,
+        "pids limit not enforced: {} background jobs ran\n{}",
+        running,
+        r.output
+    );
+    // And the session still works afterwards.
+    let r = session.exec(&ExecRequest::new("echo fine")).await.unwrap();
+    assert_eq!(r.output, "fine\n");
+}

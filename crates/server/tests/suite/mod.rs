@@ -71,6 +71,22 @@ pub(crate) async fn server_with(
         program: agent,
         args: Vec::new(),
     });
+    // Resource limits as in production (cgroups are required in CI).
+    let layout = match slotbox_exec::CgroupLayout::detect() {
+        Ok(layout) => layout,
+        Err(error) => {
+            slotbox_test_support::require("writable cgroups", Err(error.to_string()));
+            return None;
+        }
+    };
+    bwrap.limits = Some(slotbox_exec::SandboxLimits {
+        layout,
+        limits: slotbox_exec::CgroupLimits {
+            memory_bytes: Some(1024 * 1024 * 1024),
+            pids: Some(512),
+            cpu_millis: Some(2000),
+        },
+    });
     let layout = slotbox_exec::probe::host_layout().unwrap();
     let probe = slotbox_exec::probe::bubblewrap(&bwrap, &layout, data.path())
         .await

@@ -73,3 +73,33 @@ async fn reset_survives_symlinks_read_only_dirs_and_many_files() {
     let r = s.exec(&next, "ls -A; echo \"[${LEFTOVER:-}]\"; pwd").await;
     assert_eq!(r["output"], "[]\n/workspace\n");
 }
+
+#[tokio::test]
+async fn health_reports_the_limits_in_force() {
+    let Some(s) = server(1).await else { return };
+    let health = s.send("GET", "/v1/health", "").await.json;
+    assert_eq!(health["isolation"], "bwrap");
+    assert!(health["limits"]["cgroups"] == "v1" || health["limits"]["cgroups"] == "v2");
+    assert_eq!(health["limits"]["memory_bytes"], 1024 * 1024 * 1024);
+    assert_eq!(health["limits"]["pids"], 512);
+    assert_eq!(health["limits"]["cpu_millis"], 2000);
+    assert_eq!(health["limits"]["network_default"], false);
+}
+
+#[tokio::test]
+async fn a_fork_bomb_is_contained_by_the_pids_limit() {
+    let Some(s) = server(1).await else { return };
+    let (lease, _) = s.lease().await;
+    let reply = s
+        .post(
+            &format!("/v1/leases/{lease}/exec"),
+            json!({"command": "bomb() { bomb | bomb & }; bomb; sleep 1; echo contained", "timeout_s": 10}),
+        )
+        .await;
+    assert_eq!(reply.status, axum::http::StatusCode::OK);
+    // The host is still responsive and the slot can be released (its processes all killed).
+    let reply = s.send("DELETE", &format!("/v1/leases/{lease}"), "").await;
+    assert_eq!(reply.status, axum::http::StatusCode::OK);
+    let (next, _) = s.lease().await;
+    assert_eq!(s.exec(&next, "echo alive").await["output"], "alive\n");
+}
