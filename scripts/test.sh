@@ -10,6 +10,9 @@ bash scripts/install-deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 bash scripts/check-boundaries.sh
+# A Python client speaking the seed server's protocol, against the real `slotbox serve`.
+cargo build --locked -p slotbox-cli
+python3 -m unittest discover -s tests/seed_client
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --profile ci
 else

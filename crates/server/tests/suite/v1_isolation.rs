@@ -103,3 +103,25 @@ async fn a_fork_bomb_is_contained_by_the_pids_limit() {
     let (next, _) = s.lease().await;
     assert_eq!(s.exec(&next, "echo alive").await["output"], "alive\n");
 }
+
+#[tokio::test]
+async fn a_slot_whose_reset_fails_is_quarantined_not_reused() {
+    let Some(s) = server(2).await else { return };
+    let (lease, slot) = s.lease().await;
+    s.exec(&lease, "echo dirty > file").await;
+    // Sabotage the reset: the trash directory a reset renames the workspace into becomes a file.
+    let trash = s.data.path().join("data").join(".trash");
+    std::fs::remove_dir_all(&trash).unwrap();
+    std::fs::write(&trash, "not a directory").unwrap();
+    let reply = s.send("DELETE", &format!("/v1/leases/{lease}"), "").await;
+    assert_eq!(reply.status, axum::http::StatusCode::OK);
+    let health = s.send("GET", "/v1/health", "").await.json;
+    assert_eq!(health["quarantined"], json!([slot.clone()]));
+    assert_eq!(health["free"], 1);
+    // The dirty slot is never handed out: the only slot leased from now on is the other one.
+    let (other, other_slot) = s.lease().await;
+    assert_ne!(other_slot, slot);
+    let reply = s.post("/v1/leases", json!({"wait_s": 0.2})).await;
+    assert_eq!(reply.json["error"]["code"], "no_slot");
+    assert_eq!(s.exec(&other, "ls -A").await["output"], "");
+}
