@@ -203,15 +203,27 @@ fn data_dir_defaults_under_nomad_alloc_dir_and_an_explicit_flag_wins() {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let address = line.trim().strip_prefix("slotbox serve: listening on http://").unwrap().to_owned();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("slotbox serve: listening on http://")
+            .unwrap()
+            .to_owned();
         let (_, body) = http(&address, "GET", "/health", "");
         let _ = child.kill();
         let _ = child.wait();
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["data_dir"].as_str().unwrap().to_owned()
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["data_dir"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     assert_eq!(start(&[]), alloc.path().join("data").display().to_string());
     let explicit = tempfile::tempdir().unwrap();
     let flag = explicit.path().join("mine");
-    assert_eq!(start(&["--data-dir", flag.to_str().unwrap()]), flag.display().to_string());
+    assert_eq!(
+        start(&["--data-dir", flag.to_str().unwrap()]),
+        flag.display().to_string()
+    );
 }
