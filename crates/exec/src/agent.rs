@@ -323,22 +323,24 @@ fn start(
             error: "the command exited before its pid was known".to_owned(),
         });
     };
-    running
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(id, pid);
+    {
+        let mut running = running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Keep the most recent commands' groups signalable (see the exit task below).
+        running.retain(|earlier, _| earlier.saturating_add(64) > id);
+        running.insert(id, pid);
+    }
     let channel = Arc::clone(channel);
-    let running = Arc::clone(running);
     tokio::spawn(async move {
         let _ = channel.send(&Reply::Started { id, pid }, &[]).await;
         let code = match child.wait().await {
             Ok(status) => crate::spawn::exit_code_of(status),
             Err(_) => 1,
         };
-        running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id);
+        // The id stays mapped after the shell exits: a child it left in its process group
+        // (ignoring SIGTERM, holding the output pipe) must still be reachable by the final
+        // SIGKILL. Old entries are dropped when new commands start.
         let _ = channel.send(&Reply::Exited { id, code }, &[]).await;
     });
     None

@@ -86,7 +86,7 @@ impl BoundedCapture {
     pub(crate) fn new(cap: OutputCap) -> Self {
         let cap = cap.get();
         // 40 % head / 60 % tail: the end of a log (errors, the final result) matters most.
-        let head_cap = cap * 2 / 5;
+        let head_cap = (cap as u128 * 2 / 5) as usize;
         Self {
             cap,
             head_cap,

@@ -121,6 +121,8 @@ enum Process<'a> {
     Host {
         child: Child,
         pgid: Option<Pid>,
+        /// The leader was waited for: its pid may be reused from now on.
+        reaped: bool,
     },
     Agent {
         channel: &'a crate::agent::Channel,
@@ -135,13 +137,27 @@ impl Process<'_> {
     fn signal(&self, signal: Signal) {
         match self {
             Process::Host {
-                pgid: Some(pgid), ..
+                pgid: Some(pgid),
+                reaped: false,
+                ..
             } => {
                 // ESRCH (group already gone) is the expected outcome of a late kill.
                 let _ = killpg(*pgid, signal);
                 // Also the leader itself: right after spawn, `setsid` may not have made the group
                 // yet, and the leader (setsid, or bwrap before it cloned) is all there is then.
                 let _ = nix::sys::signal::kill(*pgid, signal);
+            }
+            Process::Host {
+                pgid: Some(pgid),
+                reaped: true,
+                ..
+            } => {
+                // The leader is gone, so its pid can be reused (pid_max can be as low as 32768).
+                // A pid in use as a process group id is never reallocated, so if a process with
+                // that pid exists it is a newcomer, whose group this is not: leave it alone.
+                if !std::path::Path::new(&format!("/proc/{pgid}")).exists() {
+                    let _ = killpg(*pgid, signal);
+                }
             }
             Process::Agent {
                 channel,
@@ -165,12 +181,14 @@ impl Process<'_> {
     /// Waits for the process to exit; its exit code.
     async fn wait(&mut self) -> Result<i32> {
         match self {
-            Process::Host { child, .. } => Ok(exit_code_of(
-                child
+            Process::Host { child, reaped, .. } => {
+                let status = child
                     .wait()
                     .await
-                    .map_err(Error::io("waiting for the command"))?,
-            )),
+                    .map_err(Error::io("waiting for the command"))?;
+                *reaped = true;
+                Ok(exit_code_of(status))
+            }
             Process::Agent { channel, id, .. } => loop {
                 match channel.receive::<crate::agent::Reply>().await {
                     // Only this command's exit: an abandoned earlier one may report late.
@@ -232,7 +250,11 @@ async fn launch<'a>(
                 .id()
                 .and_then(|pid| i32::try_from(pid).ok())
                 .map(Pid::from_raw);
-            Ok(Process::Host { child, pgid })
+            Ok(Process::Host {
+                child,
+                pgid,
+                reaped: false,
+            })
         }
         Launcher::Agent(channel) => {
             let id = channel.next_id();
@@ -345,9 +367,23 @@ impl OutputPipe {
         }
     }
 
-    /// Flushes the decoder and hands the pipe to a task that discards whatever background jobs
-    /// still write, until they close it.
-    fn finish(mut self) -> BoundedCapture {
+    /// Takes what is already in the pipe without waiting (the end of the output, which a full
+    /// stream consumer may have held back), flushes the decoder, and hands the pipe to a task
+    /// that discards whatever background jobs still write, until they close it.
+    fn finish(mut self, sink: &mut Option<tokio::sync::mpsc::Sender<String>>) -> BoundedCapture {
+        while !self.eof {
+            match self.reader.try_read(&mut self.buffer) {
+                Ok(n) => {
+                    if let Some(text) = self.take_text(Ok(n)) {
+                        // The consumer gets what fits; the result keeps all of it (bounded).
+                        if let Some(sender) = sink.as_ref() {
+                            let _ = sender.try_send(text);
+                        }
+                    }
+                }
+                Err(_would_block_or_error) => break,
+            }
+        }
         if !self.eof {
             let rest = self.decoder.decode(&[], true);
             self.capture.push(&rest);
@@ -456,13 +492,19 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
         .transpose()?;
 
     let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-    let deadline = tokio::time::sleep_until(spec.timeout.map_or(far_future, |timeout| {
-        tokio::time::Instant::now() + timeout.duration()
-    }));
+    // Saturating: an absurd limit means "never", not an overflow panic.
+    let after = |duration: Duration| {
+        tokio::time::Instant::now()
+            .checked_add(duration)
+            .map_or(far_future, |at| at.min(far_future))
+    };
+    let deadline = tokio::time::sleep_until(
+        spec.timeout
+            .map_or(far_future, |timeout| after(timeout.duration())),
+    );
     let stall_limit = spec.stall_timeout;
-    let stall = tokio::time::sleep_until(stall_limit.map_or(far_future, |stall| {
-        tokio::time::Instant::now() + stall.duration()
-    }));
+    let stall =
+        tokio::time::sleep_until(stall_limit.map_or(far_future, |stall| after(stall.duration())));
     let drain = tokio::time::sleep_until(far_future);
     tokio::pin!(deadline, stall, drain);
     let never = Interrupt::new();
@@ -485,7 +527,12 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
                     }
                 }
             }
-            () = sink_room(&sink), if !sink_ready(&sink) => {}
+            () = sink_room(&sink), if !sink_ready(&sink) => {
+                // Time spent waiting for a slow consumer is not the command's silence.
+                if let Some(stall_limit) = stall_limit {
+                    stall.as_mut().reset(after(stall_limit.duration()));
+                }
+            }
             read = read_optional(&mut stderr) => {
                 if stderr.as_mut().is_some_and(|pipe| pipe.take(read))
                     && let Some(stall_limit) = stall_limit
@@ -520,8 +567,8 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
             ending
         }
     };
-    let capture = output.finish();
-    let stderr = stderr.map(OutputPipe::finish);
+    let capture = output.finish(&mut sink);
+    let stderr = stderr.map(|pipe| pipe.finish(&mut None));
     Ok(RunOutcome {
         ending,
         capture,
@@ -555,7 +602,8 @@ async fn stop_group(
     process.signal(Signal::SIGKILL);
     process.disarm();
     if !exited {
-        let _ = process.wait().await;
+        // Bounded: a sandbox agent that stopped answering must not hang the call.
+        let _ = tokio::time::timeout(KILL_GRACE * 2, process.wait()).await;
     }
     let drain_end = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
     output.drain_until(drain_end).await;

@@ -68,15 +68,33 @@ pub(crate) fn map_io(path: &str, error: io::Error) -> Error {
     }
 }
 
-/// Reads a regular file of the workspace, at most `max_bytes` of it.
-pub(crate) fn read(workspace: &Path, path: &str, max_bytes: u64) -> Result<Vec<u8>> {
-    let relative = check_relative(path)?;
-    let dir = open_workspace(workspace)?;
-    let file = dir.open(relative).map_err(|error| map_io(path, error))?;
+/// Opens a regular file for reading, refusing anything else. `O_NONBLOCK` so that a FIFO a
+/// command planted cannot block the open (it would wait for a writer forever); it has no effect
+/// on the regular file that is then read.
+fn open_regular(
+    dir: &Dir,
+    relative: &Path,
+    path: &str,
+) -> Result<(cap_std::fs::File, cap_std::fs::Metadata)> {
+    use cap_std::fs::OpenOptionsExt;
+    let mut options = cap_std::fs::OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY);
+    let file = dir
+        .open_with(relative, &options)
+        .map_err(|error| map_io(path, error))?;
     let meta = file.metadata().map_err(|error| map_io(path, error))?;
     if !meta.is_file() {
         return Err(Error::NotAFile(path.to_owned()));
     }
+    Ok((file, meta))
+}
+
+/// Reads a regular file of the workspace, at most `max_bytes` of it.
+pub(crate) fn read(dir: &Dir, path: &str, max_bytes: u64) -> Result<Vec<u8>> {
+    let relative = check_relative(path)?;
+    let (file, meta) = open_regular(dir, relative, path)?;
     if meta.len() > max_bytes {
         return Err(Error::FileTooLarge {
             path: path.to_owned(),
@@ -94,10 +112,9 @@ pub(crate) fn read(workspace: &Path, path: &str, max_bytes: u64) -> Result<Vec<u
 /// Writes `content` to a workspace file (creating parent directories), atomically: a temporary
 /// file in the same directory renamed over the target. A symlink at the target is replaced, never
 /// followed.
-pub(crate) fn write(workspace: &Path, path: &str, content: &[u8]) -> Result<()> {
+pub(crate) fn write(dir: &Dir, path: &str, content: &[u8]) -> Result<()> {
     use std::io::Write;
     let relative = check_relative(path)?;
-    let dir = open_workspace(workspace)?;
     let Some(name) = relative.file_name() else {
         return Err(Error::InvalidRequest(format!(
             "{path} does not name a file"
@@ -127,21 +144,16 @@ pub(crate) fn write(workspace: &Path, path: &str, content: &[u8]) -> Result<()> 
         let _ = dir.remove_file(&temp);
         return Err(map_io(path, error));
     }
-    dir.rename(&temp, &dir, &target).map_err(|error| {
+    dir.rename(&temp, dir, &target).map_err(|error| {
         let _ = dir.remove_file(&temp);
         map_io(path, error)
     })
 }
 
 /// A file's head, for the seed's `/artifacts/read`: up to `limit` bytes and the file's size.
-pub(crate) fn read_head(workspace: &Path, path: &str, limit: u64) -> Result<(Vec<u8>, u64)> {
+pub(crate) fn read_head(dir: &Dir, path: &str, limit: u64) -> Result<(Vec<u8>, u64)> {
     let relative = check_relative(path)?;
-    let dir = open_workspace(workspace)?;
-    let file = dir.open(relative).map_err(|error| map_io(path, error))?;
-    let meta = file.metadata().map_err(|error| map_io(path, error))?;
-    if !meta.is_file() {
-        return Err(Error::NotAFile(path.to_owned()));
-    }
+    let (file, meta) = open_regular(dir, relative, path)?;
     let mut content = Vec::new();
     file.take(limit)
         .read_to_end(&mut content)
@@ -176,13 +188,12 @@ fn entry_of(path: String, meta: &cap_std::fs::Metadata) -> Entry {
 /// Lists `path` (a file: itself; a directory: its entries, sorted, recursively if asked), at most
 /// `max_entries`; `true` when entries were left out. Symlinks are listed as links (never followed).
 pub(crate) fn list(
-    workspace: &Path,
+    dir: &Dir,
     path: &str,
     recursive: bool,
     max_entries: usize,
 ) -> Result<(Vec<Entry>, bool)> {
     let relative = check_relative(path)?;
-    let dir = open_workspace(workspace)?;
     let normalized = normalize(relative);
     let meta = if normalized.as_os_str().is_empty() {
         dir.dir_metadata().map_err(|error| map_io(path, error))?
@@ -208,14 +219,12 @@ pub(crate) fn list(
     };
     let mut pending = vec![(normalized, start)];
     while let Some((prefix, current)) = pending.pop() {
-        let mut children: Vec<(String, cap_std::fs::Metadata)> = Vec::new();
+        let mut children: Vec<(std::ffi::OsString, cap_std::fs::Metadata)> = Vec::new();
         for child in current.entries().map_err(|error| map_io(path, error))? {
-            let child = child.map_err(|error| map_io(path, error))?;
-            let name = child.file_name().to_string_lossy().into_owned();
-            let meta = current
-                .symlink_metadata(&name)
-                .map_err(|error| map_io(path, error))?;
-            children.push((name, meta));
+            let Ok(child) = child else { continue };
+            // The entry's own metadata (a symlink as itself); gone since the listing: skipped.
+            let Ok(meta) = child.metadata() else { continue };
+            children.push((child.file_name(), meta));
         }
         children.sort_by(|a, b| a.0.cmp(&b.0));
         let mut subdirs = Vec::new();
@@ -269,13 +278,12 @@ fn display(path: &Path) -> String {
 /// root), at most `max_entries` files. Fails with `FileTooLarge` as soon as the archive grows
 /// past `max_bytes`, without building the rest.
 pub(crate) fn archive(
-    workspace: &Path,
+    dir: &Dir,
     path: &str,
     max_bytes: u64,
     max_entries: usize,
 ) -> Result<(Vec<u8>, usize)> {
-    let (entries, _) = list(workspace, path, true, usize::MAX)?;
-    let dir = open_workspace(workspace)?;
+    let (entries, _) = list(dir, path, true, usize::MAX)?;
     let sink = LimitedWriter {
         buffer: Vec::new(),
         limit: max_bytes,

@@ -268,10 +268,21 @@ impl Registry {
         Ok(granted)
     }
 
-    /// The workspace of a live lease (for the files API).
-    pub(crate) fn workspace(&self, lease_id: &str) -> Result<PathBuf> {
-        let entry = self.live_lease(lease_id)?;
-        Ok(self.slots[entry.slot].workspace.clone())
+    /// `Ok` for a live lease.
+    pub(crate) fn check_lease(&self, lease_id: &str) -> Result<()> {
+        self.live_lease(lease_id).map(|_| ())
+    }
+
+    /// The workspace of a live lease (for the files API), opened while the lease is checked: the
+    /// handle stays on this lease's directory even if the slot is reset and leased again.
+    pub(crate) fn workspace_dir(&self, lease_id: &str) -> Result<cap_std::fs::Dir> {
+        let leases = lock(&self.leases);
+        match leases.get(lease_id) {
+            Some(entry) if entry.expires_at > Instant::now() => {
+                crate::files::open_workspace(&self.slots[entry.slot].workspace)
+            }
+            _ => Err(Error::UnknownLease(lease_id.to_owned())),
+        }
     }
 
     /// Runs a command in the lease's session.
@@ -279,16 +290,17 @@ impl Registry {
         let entry = self.live_lease(lease_id)?;
         let slot = Arc::clone(&self.slots[entry.slot]);
         let shell = slot.shell.lock().await;
-        // Released (and maybe re-leased) while this call waited for the slot?
-        match self.live_lease(lease_id) {
-            Ok(current) if current.slot == entry.slot => {}
-            _ => return Err(Error::UnknownLease(lease_id.to_owned())),
-        }
         let mode = RunMode::Session {
             network: entry.network,
         };
-        self.run_locked(&slot, shell, request, mode, serde_json::Value::Null)
-            .await
+        self.run_locked(&slot, shell, request, mode, serde_json::Value::Null, || {
+            // Released (and maybe re-leased) while this call waited for the slot?
+            match self.live_lease(lease_id) {
+                Ok(current) if current.slot == entry.slot => Ok(()),
+                _ => Err(Error::UnknownLease(lease_id.to_owned())),
+            }
+        })
+        .await
     }
 
     /// The index of slot `slot_id`.
@@ -324,10 +336,13 @@ impl Registry {
     ) -> Result<ExecResult> {
         let slot = Arc::clone(&self.slots[index]);
         let shell = slot.shell.lock().await;
-        self.run_locked(&slot, shell, request, mode, execution_id)
+        self.run_locked(&slot, shell, request, mode, execution_id, || Ok(()))
             .await
     }
 
+    /// Runs a command while holding the slot's shell lock. `still_allowed` is checked after the
+    /// command's interrupt handle is published, so a release that missed the handle is seen here
+    /// (and one that comes later finds the handle and interrupts).
     async fn run_locked(
         &self,
         slot: &Slot,
@@ -335,14 +350,22 @@ impl Registry {
         mut request: ExecRequest,
         mode: RunMode,
         execution_id: serde_json::Value,
+        still_allowed: impl FnOnce() -> Result<()>,
     ) -> Result<ExecResult> {
-        let interrupt = Interrupt::new();
+        // The caller's own handle when it has one (a stream interrupts exactly its command).
+        let interrupt = request.interrupt.clone().unwrap_or_default();
         request.interrupt = Some(interrupt.clone());
         *lock(&slot.running) = Some(interrupt);
         *lock(&slot.busy) = Some(execution_id);
         // Cleared however the call ends, including when this future is dropped (client gone).
         let _clear = ClearRunning(slot);
+        still_allowed()?;
         let result = self.run_mode(slot, &mut shell, &request, mode).await;
+        if matches!(result, Err(Error::Exec(slotbox_exec::Error::SandboxGone))) {
+            // Its sandbox died (killed from inside, out of memory): the next call starts afresh.
+            tracing::warn!(slot_id = %slot.id, "slot sandbox gone; its session will be restarted");
+            *shell = None;
+        }
         self.metrics.command(&result);
         result
     }

@@ -20,9 +20,9 @@ use crate::registry::Registry;
 /// Chunks buffered between the command and a slow client; beyond this the command waits.
 const STREAM_BUFFER_CHUNKS: usize = 64;
 
-/// Interrupts the lease's command when dropped before the result was sent.
+/// Interrupts the streamed command (and only it) when dropped before the result was sent.
 struct DisconnectGuard {
-    registry: Arc<Registry>,
+    interrupt: slotbox_exec::Interrupt,
     lease_id: String,
     armed: bool,
 }
@@ -37,7 +37,7 @@ impl Drop for DisconnectGuard {
     fn drop(&mut self) {
         if self.armed {
             tracing::info!(lease_id = %self.lease_id, "stream client went away; interrupting");
-            let _ = self.registry.interrupt(&self.lease_id);
+            self.interrupt.trigger();
         }
     }
 }
@@ -57,8 +57,10 @@ pub(crate) fn exec_events(
     let (chunks, received) = tokio::sync::mpsc::channel(STREAM_BUFFER_CHUNKS);
     request.stream = Some(chunks);
     let (done, finished) = tokio::sync::oneshot::channel();
+    let interrupt = slotbox_exec::Interrupt::new();
+    request.interrupt = Some(interrupt.clone());
     let mut guard = DisconnectGuard {
-        registry: Arc::clone(&registry),
+        interrupt,
         lease_id: lease_id.clone(),
         armed: true,
     };

@@ -268,7 +268,11 @@ async fn execute_one(registry: &Registry, request: &Value) -> Result<Value, Reje
             let workspace = registry.slot_workspace(index);
             let relative = workspace_relative(path).to_owned();
             let read = tokio::task::spawn_blocking(move || {
-                crate::files::read(&workspace, &relative, MAX_FILE_BYTES)
+                crate::files::read(
+                    &crate::files::open_workspace(&workspace)?,
+                    &relative,
+                    MAX_FILE_BYTES,
+                )
             })
             .await
             .map_err(|error| Rejection::from(Error::Internal(error.to_string())))?;
@@ -303,7 +307,11 @@ async fn execute_one(registry: &Registry, request: &Value) -> Result<Value, Reje
             let bytes = content.clone().into_bytes();
             let size = bytes.len();
             let written = tokio::task::spawn_blocking(move || {
-                crate::files::write(&workspace, &relative, &bytes)
+                crate::files::write(
+                    &crate::files::open_workspace(&workspace)?,
+                    &relative,
+                    &bytes,
+                )
             })
             .await
             .map_err(|error| Rejection::from(Error::Internal(error.to_string())))?;
@@ -592,8 +600,14 @@ pub(crate) async fn artifacts_read(
     let limit = fields.clamped("max_bytes", MAX_ARTIFACT_BYTES, 1, MAX_ARTIFACT_BYTES)?;
     let include_sha256 = fields.boolean("include_sha256", false)?;
     let read_path = path.clone();
-    let (content, file_size) =
-        blocking(move || crate::files::read_head(&workspace, &read_path, limit)).await?;
+    let (content, file_size) = blocking(move || {
+        crate::files::read_head(
+            &crate::files::open_workspace(&workspace)?,
+            &read_path,
+            limit,
+        )
+    })
+    .await?;
     let sha256 = include_sha256.then(|| {
         sha2::Sha256::digest(&content)
             .iter()
@@ -635,8 +649,15 @@ pub(crate) async fn artifacts_list(
         1,
         MAX_ARTIFACT_ENTRIES as u64,
     )? as usize;
-    let (entries, truncated) =
-        blocking(move || crate::files::list(&workspace, &path, recursive, max_entries)).await?;
+    let (entries, truncated) = blocking(move || {
+        crate::files::list(
+            &crate::files::open_workspace(&workspace)?,
+            &path,
+            recursive,
+            max_entries,
+        )
+    })
+    .await?;
     let entries: Vec<Value> = entries
         .into_iter()
         .map(|entry| json!({"path": entry.path, "is_dir": entry.is_dir, "size": entry.size, "mtime": entry.mtime}))
@@ -669,8 +690,15 @@ pub(crate) async fn artifacts_archive(
         1,
         MAX_ARTIFACT_ENTRIES as u64,
     )? as usize;
-    let (archive, count) =
-        blocking(move || crate::files::archive(&workspace, &path, max_bytes, max_entries)).await?;
+    let (archive, count) = blocking(move || {
+        crate::files::archive(
+            &crate::files::open_workspace(&workspace)?,
+            &path,
+            max_bytes,
+            max_entries,
+        )
+    })
+    .await?;
     Ok(Json(json!({
         "success": true,
         "content": base64::engine::general_purpose::STANDARD.encode(&archive),

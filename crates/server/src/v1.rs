@@ -147,7 +147,7 @@ pub(crate) async fn exec(
         .any(|value| value.contains("text/event-stream"));
     if wants_stream {
         // An unknown lease is a plain 404, not a stream that ends in an error.
-        registry.workspace(&lease_id)?;
+        registry.check_lease(&lease_id)?;
         return Ok(crate::stream::exec_events(registry, lease_id, request).into_response());
     }
     Ok(Json(registry.exec(&lease_id, request).await?).into_response())
@@ -204,7 +204,7 @@ pub(crate) async fn read_file(
     query: std::result::Result<Query<FileQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response> {
     let path = query_path(query)?;
-    let workspace = registry.workspace(&lease_id)?;
+    let workspace = registry.workspace_dir(&lease_id)?;
     let max = registry.config().limits.max_file_bytes;
     let content = tokio::task::spawn_blocking(move || crate::files::read(&workspace, &path, max))
         .await
@@ -229,8 +229,12 @@ pub(crate) async fn write_file(
     request: Request,
 ) -> Result<StatusCode> {
     let path = query_path(query)?;
-    let workspace = registry.workspace(&lease_id)?;
+    registry.workspace_dir(&lease_id)?;
     let content = crate::body::read_body(request, &()).await?;
+    // Opened only now that the (possibly slow) upload is complete, under the lease check: if
+    // the lease ended meanwhile this fails, and if it ends after, the write lands in the
+    // released workspace (renamed away), never in the slot's next tenant's.
+    let workspace = registry.workspace_dir(&lease_id)?;
     tokio::task::spawn_blocking(move || crate::files::write(&workspace, &path, &content))
         .await
         .map_err(|error| Error::Internal(error.to_string()))??;

@@ -149,3 +149,17 @@ async fn missing_files_directories_and_bad_queries() {
         .await;
     assert_eq!(reply.json["error"]["code"], "unknown_lease");
 }
+
+#[tokio::test]
+async fn a_planted_fifo_does_not_hang_reads() {
+    let Some(s) = server(1).await else { return };
+    let (lease, _) = s.lease().await;
+    s.exec(&lease, "mkfifo trap.txt").await;
+    let uri = format!("/v1/leases/{lease}/files?path=trap.txt");
+    let read = s.send("GET", &uri, "");
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .expect("reading a FIFO hung");
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json["error"]["code"], "not_a_file");
+}

@@ -125,3 +125,23 @@ async fn a_slot_whose_reset_fails_is_quarantined_not_reused() {
     assert_eq!(reply.json["error"]["code"], "no_slot");
     assert_eq!(s.exec(&other, "ls -A").await["output"], "");
 }
+
+#[tokio::test]
+async fn a_slot_whose_sandbox_was_killed_from_inside_recovers() {
+    let Some(s) = server(1).await else { return };
+    let (lease, _) = s.lease().await;
+    // The shell's parent is the sandbox agent: killing it ends the sandbox.
+    let reply = s
+        .post(
+            &format!("/v1/leases/{lease}/exec"),
+            json!({"command": "kill -9 $PPID; sleep 5"}),
+        )
+        .await;
+    assert!(
+        reply.status.is_server_error() || reply.json["exit_code"] != 0,
+        "{:?}",
+        reply.json
+    );
+    // The next call gets a fresh session in a fresh sandbox.
+    assert_eq!(s.exec(&lease, "echo back").await["output"], "back\n");
+}
