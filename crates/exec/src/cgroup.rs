@@ -134,8 +134,11 @@ impl SandboxCgroup {
                 };
                 if let Some(bytes) = limits.memory_bytes {
                     write(&dir.join("memory.max"), &bytes.to_string())?;
-                    // No swapping around the limit.
-                    let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+                    // No swapping around the limit (absent when the host has no swap accounting,
+                    // and then there is nothing to swap around it).
+                    if dir.join("memory.swap.max").exists() {
+                        write(&dir.join("memory.swap.max"), "0")?;
+                    }
                 }
                 if let Some(pids) = limits.pids {
                     write(&dir.join("pids.max"), &pids.to_string())?;
@@ -222,16 +225,38 @@ impl SandboxCgroup {
 impl Drop for SandboxCgroup {
     fn drop(&mut self) {
         self.kill_all();
+        let dirs = std::mem::take(&mut self.dirs);
         // A cgroup can be removed once its last (killed) member is reaped; the kernel does that
-        // promptly, so a few short retries are enough.
-        for dir in self.dirs.iter().rev() {
-            for _ in 0..50 {
-                match std::fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+        // promptly, so short retries are enough. They sleep, so off the async threads.
+        let remove = move || {
+            for dir in dirs.iter().rev() {
+                let mut last_error = None;
+                for _ in 0..100 {
+                    match std::fs::remove_dir(dir) {
+                        Ok(()) => {
+                            last_error = None;
+                            break;
+                        }
+                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                            last_error = None;
+                            break;
+                        }
+                        Err(error) => {
+                            last_error = Some(error);
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
+                    }
+                }
+                if let Some(error) = last_error {
+                    tracing::warn!(cgroup = %dir.display(), %error, "could not remove a sandbox cgroup");
                 }
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(remove);
+            }
+            Err(_) => remove(),
         }
     }
 }

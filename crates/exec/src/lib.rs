@@ -17,6 +17,7 @@ pub mod backend;
 pub mod cgroup;
 mod env;
 mod error;
+pub mod fs;
 mod limits;
 mod output;
 pub mod plan;

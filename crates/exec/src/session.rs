@@ -231,9 +231,9 @@ pub struct Session {
     sandbox: Option<crate::agent::SandboxHost>,
     prepared: Prepared,
     /// Snapshot and cwd files; removed with everything in it when the session is dropped.
-    state: tempfile::TempDir,
+    state: crate::fs::ScratchDir,
     /// The sandbox's /tmp (bubblewrap); removed when the session is dropped.
-    tmp: tempfile::TempDir,
+    tmp: crate::fs::ScratchDir,
     cwd: String,
 }
 
@@ -243,17 +243,12 @@ impl Session {
     pub async fn start(config: SessionConfig) -> Result<Self> {
         let prepared = Prepared::new(&config).await?;
         let state_root = config.state_root.clone().unwrap_or_else(default_state_root);
-        let state = tempfile::Builder::new()
-            .prefix("slotbox-session-")
-            .tempdir_in(&state_root)
-            .map_err(Error::io(format!(
-                "creating a session directory in {}",
-                state_root.display()
-            )))?;
+        let state =
+            crate::fs::ScratchDir::create(&state_root, "slotbox-session-").map_err(Error::io(
+                format!("creating a session directory in {}", state_root.display()),
+            ))?;
         // The session's /tmp holds whatever commands put there, so it lives on disk, not in RAM.
-        let tmp = tempfile::Builder::new()
-            .prefix("slotbox-tmp-")
-            .tempdir()
+        let tmp = crate::fs::ScratchDir::create(&std::env::temp_dir(), "slotbox-tmp-")
             .map_err(Error::io("creating the session's /tmp"))?;
         let cwd = config
             .cwd
@@ -536,6 +531,13 @@ fn read_new_cwd(path: &Path) -> Result<Option<String>> {
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {
+    // A command can put a directory where the wrapper writes its file: remove that too.
+    if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir()) {
+        return crate::fs::remove_tree(path).map_err(|source| Error::Io {
+            context: format!("removing {}", path.display()),
+            source,
+        });
+    }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),

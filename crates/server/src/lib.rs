@@ -13,7 +13,6 @@ mod error;
 mod files;
 mod metrics;
 mod registry;
-mod reset;
 mod stream;
 mod v0;
 mod v1;

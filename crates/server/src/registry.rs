@@ -32,7 +32,6 @@ use crate::config::Isolation;
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::error::Result;
-use crate::reset;
 
 /// One isolated workspace and the shell session running in it.
 #[derive(Debug)]
@@ -150,7 +149,8 @@ impl Registry {
         let mut slots = Vec::with_capacity(config.slots);
         for index in 0..config.slots {
             let workspace = config.data_dir.join(format!("slot_{index}"));
-            let trashed = reset::swap_for_empty(&workspace, &trash).map_err(setup(&workspace))?;
+            let trashed =
+                slotbox_exec::fs::swap_for_empty(&workspace, &trash).map_err(setup(&workspace))?;
             if let Some(trashed) = trashed {
                 spawn_removal(trashed);
             }
@@ -447,8 +447,10 @@ impl Registry {
     async fn swap_workspace(&self, slot: &Slot) -> std::result::Result<(), String> {
         let trash = self.config.data_dir.join(".trash");
         let workspace = slot.workspace.clone();
-        let swapped =
-            tokio::task::spawn_blocking(move || reset::swap_for_empty(&workspace, &trash)).await;
+        let swapped = tokio::task::spawn_blocking(move || {
+            slotbox_exec::fs::swap_for_empty(&workspace, &trash)
+        })
+        .await;
         match swapped {
             Ok(Ok(trashed)) => {
                 if let Some(trashed) = trashed {
@@ -605,7 +607,7 @@ fn spawn_removal(path: PathBuf) {
         return;
     }
     tokio::task::spawn_blocking(move || {
-        if let Err(error) = reset::remove_tree(&path) {
+        if let Err(error) = slotbox_exec::fs::remove_tree(&path) {
             tracing::warn!(path = %path.display(), %error, "could not delete a reset workspace");
         }
     });

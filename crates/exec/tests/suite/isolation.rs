@@ -333,3 +333,17 @@ async fn cgroup_limits_hold_for_memory_and_processes() {
     let r = session.exec(&ExecRequest::new("echo fine")).await.unwrap();
     assert_eq!(r.output, "fine\n");
 }
+
+#[tokio::test]
+async fn sabotaged_state_files_do_not_break_the_session() {
+    let Some(mut f) = sandbox().await else { return };
+    f.run("export KEEP=1").await;
+    // A directory where the wrapper writes its file, and a read-only directory in /tmp.
+    let r = f
+        .run("mkdir -p /run/slotbox/snapshot.next/x /tmp/ro/inner; chmod 0 /tmp/ro; exit 0")
+        .await;
+    assert_eq!(r.exit_code, 0);
+    let r = f.run("echo $KEEP").await;
+    assert_eq!(r.output, "1\n");
+    assert_eq!(f.run("echo still").await.output, "still\n");
+}

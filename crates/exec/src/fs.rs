@@ -1,4 +1,4 @@
-//! Emptying a workspace: fast whatever it holds, and never fooled by what a command left there.
+//! Removing what commands leave behind: fast whatever it holds, and never fooled by it.
 //!
 //! A workspace may hold millions of files, symlinks to `/` (the seed's `rmtree` fails forever on
 //! those), or directories a command made read-only. So a reset renames the whole directory into
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 /// Replaces `workspace` by a fresh empty directory; the old contents go to `trash` (same
 /// filesystem) for `remove_tree`. Returns the trashed path, if anything was moved.
-pub(crate) fn swap_for_empty(workspace: &Path, trash: &Path) -> io::Result<Option<PathBuf>> {
+pub fn swap_for_empty(workspace: &Path, trash: &Path) -> io::Result<Option<PathBuf>> {
     std::fs::create_dir_all(trash)?;
     let trashed = match std::fs::symlink_metadata(workspace) {
         Ok(_) => {
@@ -37,7 +37,7 @@ pub(crate) fn swap_for_empty(workspace: &Path, trash: &Path) -> io::Result<Optio
 
 /// Deletes `path` and everything under it without following symlinks, making directories
 /// writable first. Iterative, so a deeply nested tree cannot overflow the stack.
-pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+pub fn remove_tree(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     // (directory, whether its entries were already pushed)
     let mut stack: Vec<(PathBuf, bool)> = Vec::new();
@@ -105,5 +105,30 @@ mod tests {
             "precious"
         );
         assert!(Path::new("/usr/bin").exists());
+    }
+}
+
+/// A directory removed (with `remove_tree`, so read-only subdirectories and symlinks left by
+/// commands are no obstacle) when dropped; a failure is logged, not ignored.
+#[derive(Debug)]
+pub(crate) struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// A new empty directory named `prefix…` in `parent`.
+    pub(crate) fn create(parent: &Path, prefix: &str) -> io::Result<Self> {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?;
+        Ok(Self(dir.keep()))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Err(error) = remove_tree(&self.0) {
+            tracing::warn!(path = %self.0.display(), %error, "could not remove a session directory");
+        }
     }
 }
