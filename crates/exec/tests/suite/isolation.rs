@@ -329,6 +329,23 @@ async fn cgroup_limits_hold_for_memory_and_processes() {
         running,
         r.output
     );
+    // Half a core: a 1.5 s busy loop gets at most about 0.75 s of CPU (unlimited: about 1.5 s).
+    let r = session
+        .exec(&ExecRequest::new(
+            "TIMEFORMAT='%U %S'; { time timeout 1.5 bash -c 'while :; do :; done'; } 2>&1",
+        ))
+        .await
+        .unwrap();
+    let cpu: f64 = r
+        .output
+        .split_whitespace()
+        .filter_map(|field| field.parse::<f64>().ok())
+        .sum();
+    assert!(
+        cpu < 1.0,
+        "cpu limit not enforced: {cpu} s of CPU in 1.5 s ({})",
+        r.output
+    );
     // And the session still works afterwards.
     let r = session.exec(&ExecRequest::new("echo fine")).await.unwrap();
     assert_eq!(r.output, "fine\n");
