@@ -383,12 +383,8 @@ impl SandboxHost {
             context: "creating the sandbox control socket".to_owned(),
             source: error.into(),
         })?;
-        let mut command = tokio::process::Command::new(&plan.program);
+        let mut command = crate::spawn::host_command(plan);
         command
-            .args(&plan.args)
-            .env_clear()
-            .envs(&plan.env)
-            .current_dir(&plan.cwd)
             .stdin(std::process::Stdio::from(agent_end))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -312,22 +312,34 @@ impl Session {
                 command: request.command.clone(),
             },
         };
-        let outcome = match (&self.sandbox, &self.prepared.backend) {
+        // A one-shot call outside a long-lived sandbox gets a fresh one (no session /tmp).
+        let outcome = self.run_invocation(&invocation, None, request).await?;
+        Ok(result_of(outcome, cwd))
+    }
+
+    /// Runs an invocation: through the agent of the session's long-lived sandbox when there is
+    /// one, else planned and spawned on the host.
+    async fn run_invocation(
+        &self,
+        invocation: &ShellInvocation,
+        session_dirs: Option<SessionDirs<'_>>,
+        request: &ExecRequest,
+    ) -> Result<crate::spawn::RunOutcome> {
+        match (&self.sandbox, &self.prepared.backend) {
             (Some(sandbox), Backend::Bubblewrap(bwrap)) => {
                 let plan = crate::backend::bubblewrap::plan_inside(
                     bwrap,
                     &self.prepared.layout,
-                    &invocation,
+                    invocation,
                     &self.prepared.env,
                 );
                 crate::spawn::run(
                     request.run_spec(&plan, crate::spawn::Launcher::Agent(&sandbox.channel)),
                 )
-                .await?
+                .await
             }
-            _ => self.prepared.run(&invocation, None, request).await?,
-        };
-        Ok(result_of(outcome, cwd))
+            _ => self.prepared.run(invocation, session_dirs, request).await,
+        }
     }
 
     async fn take_login_snapshot(&mut self) -> Result<()> {
@@ -368,25 +380,9 @@ impl Session {
             state: dir,
             tmp: self.tmp.path(),
         };
-        let outcome = match (&self.sandbox, &self.prepared.backend) {
-            (Some(sandbox), Backend::Bubblewrap(bwrap)) => {
-                let plan = crate::backend::bubblewrap::plan_inside(
-                    bwrap,
-                    &self.prepared.layout,
-                    &invocation,
-                    &self.prepared.env,
-                );
-                crate::spawn::run(
-                    request.run_spec(&plan, crate::spawn::Launcher::Agent(&sandbox.channel)),
-                )
-                .await?
-            }
-            _ => {
-                self.prepared
-                    .run(&invocation, Some(session_dirs), request)
-                    .await?
-            }
-        };
+        let outcome = self
+            .run_invocation(&invocation, Some(session_dirs), request)
+            .await?;
         if let Some(cwd) = read_new_cwd(&dir.join("snapshot.next"))? {
             // The directory is writable from inside a sandbox, so a command can sabotage this
             // rename; then the previous state stays whole.

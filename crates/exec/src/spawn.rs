@@ -217,6 +217,18 @@ impl Drop for Process<'_> {
     }
 }
 
+/// The host process a plan describes: program, arguments, working directory and the whole
+/// environment (nothing inherited). The caller sets stdio and spawns.
+pub(crate) fn host_command(plan: &SpawnPlan) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(&plan.program);
+    command
+        .args(&plan.args)
+        .env_clear()
+        .envs(&plan.env)
+        .current_dir(&plan.cwd);
+    command
+}
+
 /// Starts `plan` with `stdio` (stdin, stdout, stderr); the descriptors are consumed, so the
 /// caller keeps no copy of the pipes' write ends.
 async fn launch<'a>(
@@ -227,12 +239,8 @@ async fn launch<'a>(
     let [stdin, stdout, stderr] = stdio;
     match launcher {
         Launcher::Host => {
-            let mut command = tokio::process::Command::new(&plan.program);
+            let mut command = host_command(plan);
             command
-                .args(&plan.args)
-                .env_clear()
-                .envs(&plan.env)
-                .current_dir(&plan.cwd)
                 .stdin(Stdio::from(stdin))
                 .stdout(Stdio::from(stdout))
                 .stderr(Stdio::from(stderr));

@@ -548,6 +548,25 @@ fn artifact_slot(
         })
 }
 
+/// What every artifacts request starts with: its fields, the slot's workspace (or the seed's
+/// 404) and the requested path, made workspace-relative.
+fn artifact_request<'a>(
+    registry: &Registry,
+    body: &'a Value,
+    default_path: &'static str,
+) -> Result<(Fields<'a>, std::path::PathBuf, String), Rejection> {
+    let fields = Fields { map: object(body)? };
+    let workspace = artifact_slot(registry, &fields)?;
+    let path = workspace_relative(fields.string("path", default_path)?).to_owned();
+    Ok((fields, workspace, path))
+}
+
+/// `max_entries`, clamped to the seed's range.
+fn max_entries(fields: &Fields<'_>) -> Result<usize, Rejection> {
+    let limit = MAX_ARTIFACT_ENTRIES as u64;
+    Ok(fields.clamped("max_entries", limit, 1, limit)? as usize)
+}
+
 fn mime_of(path: &str) -> &'static str {
     let lower = path.to_ascii_lowercase();
     let table: &[(&str, &str)] = &[
@@ -585,11 +604,7 @@ pub(crate) async fn artifacts_read(
     request: Request,
 ) -> Result<Json<Value>, Rejection> {
     let body = json_body(request).await?;
-    let fields = Fields {
-        map: object(&body)?,
-    };
-    let workspace = artifact_slot(&registry, &fields)?;
-    let path = workspace_relative(fields.string("path", "")?).to_owned();
+    let (fields, workspace, path) = artifact_request(&registry, &body, "")?;
     let encoding = fields
         .string("encoding", "text")?
         .trim()
@@ -637,18 +652,9 @@ pub(crate) async fn artifacts_list(
     request: Request,
 ) -> Result<Json<Value>, Rejection> {
     let body = json_body(request).await?;
-    let fields = Fields {
-        map: object(&body)?,
-    };
-    let workspace = artifact_slot(&registry, &fields)?;
-    let path = workspace_relative(fields.string("path", ".")?).to_owned();
+    let (fields, workspace, path) = artifact_request(&registry, &body, ".")?;
     let recursive = fields.boolean("recursive", false)?;
-    let max_entries = fields.clamped(
-        "max_entries",
-        MAX_ARTIFACT_ENTRIES as u64,
-        1,
-        MAX_ARTIFACT_ENTRIES as u64,
-    )? as usize;
+    let max_entries = max_entries(&fields)?;
     let (entries, truncated) = blocking(move || {
         crate::files::list(
             &crate::files::open_workspace(&workspace)?,
@@ -672,11 +678,7 @@ pub(crate) async fn artifacts_archive(
     request: Request,
 ) -> Result<Json<Value>, Rejection> {
     let body = json_body(request).await?;
-    let fields = Fields {
-        map: object(&body)?,
-    };
-    let workspace = artifact_slot(&registry, &fields)?;
-    let path = workspace_relative(fields.string("path", ".")?).to_owned();
+    let (fields, workspace, path) = artifact_request(&registry, &body, ".")?;
     let format = fields.string("format", "tar.gz")?.to_owned();
     if format != "tar.gz" && format != "tgz" {
         return Err(Rejection::bad(format!(
@@ -684,12 +686,7 @@ pub(crate) async fn artifacts_archive(
         )));
     }
     let max_bytes = fields.clamped("max_bytes", MAX_ARTIFACT_BYTES, 1, MAX_ARTIFACT_BYTES)?;
-    let max_entries = fields.clamped(
-        "max_entries",
-        MAX_ARTIFACT_ENTRIES as u64,
-        1,
-        MAX_ARTIFACT_ENTRIES as u64,
-    )? as usize;
+    let max_entries = max_entries(&fields)?;
     let (archive, count) = blocking(move || {
         crate::files::archive(
             &crate::files::open_workspace(&workspace)?,

@@ -52,3 +52,20 @@ pub fn workspace_binary(name: &str) -> Result<std::path::PathBuf, String> {
         ))
     }
 }
+
+/// Whether any process on the host has `needle` in its command line (`/proc/*/cmdline`), to check
+/// that a test's process (tagged with `exec -a TAG`) was or was not killed.
+pub fn process_alive(needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .map(|cmdline| {
+                String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+            .unwrap_or(false)
+    })
+}

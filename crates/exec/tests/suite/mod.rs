@@ -79,15 +79,4 @@ pub(crate) fn inside(fixture: &Fixture) -> String {
         .unwrap()
 }
 
-/// Whether any process on the host has `needle` in its command line.
-pub(crate) fn process_alive(needle: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
-        std::fs::read(entry.path().join("cmdline"))
-            .map(|cmdline| {
-                String::from_utf8_lossy(&cmdline)
-                    .replace('\0', " ")
-                    .contains(needle)
-            })
-            .unwrap_or(false)
-    })
-}
+pub(crate) use slotbox_test_support::process_alive;
