@@ -26,6 +26,8 @@ done
 forbid slotbox-exec slotbox-test-support "test support is a dev-dependency only"
 forbid slotbox-cli slotbox-test-support "test support is a dev-dependency only"
 forbid slotbox-server slotbox-test-support "test support is a dev-dependency only"
+forbid slotbox-client slotbox-exec "the client speaks HTTP only; it never runs commands"
+forbid slotbox-client slotbox-server "the client speaks HTTP only"
 forbid slotbox-protocol axum "the protocol crate is plain data"
 
 if [ $status -eq 0 ]; then
