@@ -26,6 +26,8 @@ done
 forbid slotbox-exec slotbox-test-support "test support is a dev-dependency only"
 forbid slotbox-cli slotbox-test-support "test support is a dev-dependency only"
 forbid slotbox-server slotbox-test-support "test support is a dev-dependency only"
+forbid slotbox-pool slotbox-exec "the pool never runs commands; it talks to sandbox servers over HTTP"
+forbid slotbox-pool slotbox-server "the pool reaches servers only through their HTTP API"
 forbid slotbox-client slotbox-exec "the client speaks HTTP only; it never runs commands"
 forbid slotbox-client slotbox-server "the client speaks HTTP only"
 forbid slotbox-protocol axum "the protocol crate is plain data"

@@ -1,0 +1,249 @@
+//! The pool's HTTP surface: the v1 lease API of `slotbox serve`, forwarded to the server that
+//! holds each lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::extract::Query;
+use axum::extract::Request;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::get;
+use axum::routing::post;
+use serde_json::Value;
+use serde_json::json;
+use slotbox_protocol::ExecResult;
+use slotbox_protocol::v1::CreateLease;
+use slotbox_protocol::v1::ExecBody;
+use slotbox_protocol::v1::Interrupted;
+use slotbox_protocol::v1::Lease;
+use slotbox_protocol::v1::Released;
+use slotbox_protocol::v1::RenewLease;
+
+use crate::Error;
+use crate::Result;
+use crate::pool::Pool;
+
+/// Longest wait for a slot a client may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// Wait for a slot when the request names none (as `slotbox serve`).
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+struct AppState {
+    pool: Arc<Pool>,
+    token: Option<Arc<str>>,
+}
+
+/// The pool's router; `token` (if any) is required on every route but `/v1/health`.
+pub fn router(pool: Arc<Pool>, token: Option<String>) -> Router {
+    let state = AppState {
+        pool,
+        token: token.map(Arc::from),
+    };
+    let authed = Router::new()
+        .route("/v1/leases", post(create_lease))
+        .route("/v1/leases/{lease_id}", axum::routing::delete(release))
+        .route("/v1/leases/{lease_id}/renew", post(renew))
+        .route("/v1/leases/{lease_id}/exec", post(exec))
+        .route("/v1/leases/{lease_id}/interrupt", post(interrupt))
+        .route(
+            "/v1/leases/{lease_id}/files",
+            get(read_file).put(write_file),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/v1/health", get(health))
+        .merge(authed)
+        .fallback(|| async { Error::InvalidRequest("no such route".to_owned()) })
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(token) = state.token.as_deref() else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let matches = presented.is_some_and(|presented| {
+        presented.len() == token.len()
+            && presented
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if matches {
+        next.run(request).await
+    } else {
+        Error::Server {
+            status: 401,
+            code: slotbox_protocol::v1::codes::UNAUTHORIZED.to_owned(),
+            message: "missing or invalid bearer token".to_owned(),
+        }
+        .into_response()
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|error| Error::InvalidRequest(error.to_string()))
+}
+
+async fn create_lease(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Lease>)> {
+    let request: CreateLease = parse(&body)?;
+    let wait = match request.wait_s {
+        None => DEFAULT_WAIT,
+        Some(seconds)
+            if seconds.is_finite() && seconds >= 0.0 && seconds <= MAX_WAIT.as_secs_f64() =>
+        {
+            Duration::from_secs_f64(seconds)
+        }
+        Some(seconds) => {
+            return Err(Error::InvalidRequest(format!(
+                "`wait_s` must be between 0 and {}, got {seconds}",
+                MAX_WAIT.as_secs()
+            )));
+        }
+    };
+    let lease = state.pool.acquire(&request, wait).await?;
+    Ok((StatusCode::CREATED, Json(lease)))
+}
+
+async fn renew(
+    State(state): State<AppState>,
+    Path(lease_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Lease>> {
+    let request: RenewLease = parse(&body)?;
+    let placement = state.pool.placement(&lease_id)?;
+    let ttl = request.ttl_s.map(Duration::from_secs_f64);
+    match placement.client.renew(&placement.server_lease, ttl).await {
+        Ok(lease) => Ok(Json(Lease {
+            lease_id,
+            slot_id: format!("{}/{}", placement.server, lease.slot_id),
+            expires_at: lease.expires_at,
+        })),
+        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+    }
+}
+
+async fn exec(
+    State(state): State<AppState>,
+    Path(lease_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ExecResult>> {
+    let request: ExecBody =
+        serde_json::from_slice(&body).map_err(|error| Error::InvalidRequest(error.to_string()))?;
+    let placement = state.pool.placement(&lease_id)?;
+    match placement
+        .client
+        .exec(&placement.server_lease, &request)
+        .await
+    {
+        Ok(result) => Ok(Json(result)),
+        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+    }
+}
+
+async fn interrupt(
+    State(state): State<AppState>,
+    Path(lease_id): Path<String>,
+) -> Result<Json<Interrupted>> {
+    let placement = state.pool.placement(&lease_id)?;
+    match placement.client.interrupt(&placement.server_lease).await {
+        Ok(interrupted) => Ok(Json(Interrupted { interrupted })),
+        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+    }
+}
+
+async fn release(
+    State(state): State<AppState>,
+    Path(lease_id): Path<String>,
+) -> Result<Json<Released>> {
+    let placement = state.pool.placement(&lease_id)?;
+    match placement.client.release(&placement.server_lease).await {
+        Ok(released) => {
+            state.pool.forget(&lease_id);
+            Ok(Json(Released {
+                lease_id,
+                slot_id: format!("{}/{}", placement.server, released.slot_id),
+            }))
+        }
+        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FileQuery {
+    path: String,
+}
+
+async fn read_file(
+    State(state): State<AppState>,
+    Path(lease_id): Path<String>,
+    query: std::result::Result<Query<FileQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let Query(query) = query.map_err(|rejection| Error::InvalidRequest(rejection.body_text()))?;
+    let placement = state.pool.placement(&lease_id)?;
+    match placement
+        .client
+        .read_file(&placement.server_lease, &query.path)
+        .await
+    {
+        Ok(bytes) => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            bytes,
+        )
+            .into_response()),
+        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+    }
+}
+
+async fn write_file(
+    State(state): State<AppState>,
+    Path(lease_id): Path<String>,
+    query: std::result::Result<Query<FileQuery>, axum::extract::rejection::QueryRejection>,
+    body: Bytes,
+) -> Result<StatusCode> {
+    let Query(query) = query.map_err(|rejection| Error::InvalidRequest(rejection.body_text()))?;
+    let placement = state.pool.placement(&lease_id)?;
+    match placement
+        .client
+        .write_file(&placement.server_lease, &query.path, body.to_vec())
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Json<Value> {
+    let (servers, slots, free) = state.pool.capacity();
+    Json(json!({
+        "status": "ok",
+        "scheduler": state.pool.scheduler_name(),
+        "servers": servers,
+        "slots": slots,
+        "free": free,
+        "leased": slots - free,
+    }))
+}

@@ -1,0 +1,161 @@
+//! The pool over real `slotbox serve` processes (the local scheduler), reached through the pool's
+//! own router on loopback.
+
+// Test helpers outside #[test] functions: a failed setup step should panic loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use pretty_assertions::assert_eq;
+use slotbox_client::Client;
+use slotbox_client::ErrorCode;
+use slotbox_pool::LocalConfig;
+use slotbox_pool::LocalScheduler;
+use slotbox_pool::Pool;
+use slotbox_protocol::v1::CreateLease;
+use slotbox_protocol::v1::ExecBody;
+
+/// A pool of `servers` local servers with `slots` slots each, served on loopback.
+async fn pool(servers: usize, slots: usize) -> Option<(Arc<Pool>, Arc<LocalScheduler>, Client)> {
+    let binary = match slotbox_test_support::workspace_binary("slotbox") {
+        Ok(binary) => binary,
+        Err(reason) => {
+            slotbox_test_support::require("the slotbox binary", Err(reason));
+            return None;
+        }
+    };
+    let scheduler = Arc::new(
+        LocalScheduler::new(LocalConfig {
+            binary,
+            slots_per_server: slots,
+            serve_args: Vec::new(),
+        })
+        .unwrap(),
+    );
+    let pool = Pool::new(scheduler.clone(), None);
+    for _ in 0..servers {
+        pool.add_server().await.unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = slotbox_pool::router(Arc::clone(&pool), None);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Some((pool, scheduler, Client::new(format!("http://{address}"))))
+}
+
+fn command(text: &str) -> ExecBody {
+    ExecBody {
+        command: text.to_owned(),
+        timeout_s: None,
+        stdin: None,
+        max_output_chars: None,
+    }
+}
+
+#[tokio::test]
+async fn leases_spread_over_servers_and_forward_every_call() {
+    let Some((pool, _scheduler, client)) = pool(2, 2).await else {
+        return;
+    };
+    let mut leases = Vec::new();
+    for _ in 0..4 {
+        leases.push(client.lease(&CreateLease::default()).await.unwrap());
+    }
+    let mut servers: Vec<&str> = leases
+        .iter()
+        .map(|lease| lease.slot_id.split('/').next().unwrap())
+        .collect();
+    servers.sort();
+    servers.dedup();
+    assert_eq!(servers.len(), 2, "{leases:?}");
+    let error = client
+        .lease(&CreateLease {
+            wait_s: Some(0.2),
+            ..CreateLease::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(&ErrorCode::NoSlot));
+
+    let lease = &leases[0].lease_id;
+    client
+        .exec(lease, &command("export X=1; mkdir -p d; cd d"))
+        .await
+        .unwrap();
+    let result = client.exec(lease, &command("echo $X; pwd")).await.unwrap();
+    assert_eq!(result.output, "1\n/workspace/d\n");
+    client
+        .write_file(lease, "f.txt", b"pooled".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(client.read_file(lease, "f.txt").await.unwrap(), b"pooled");
+    client.renew(lease, None).await.unwrap();
+    let released = client.release(lease).await.unwrap();
+    assert!(released.slot_id.contains('/'));
+    assert_eq!(pool.capacity(), (2, 4, 1));
+    let error = client.exec(lease, &command("true")).await.unwrap_err();
+    assert_eq!(error.code(), Some(&ErrorCode::UnknownLease));
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_killed_server_loses_its_leases_and_is_replaced() {
+    let Some((pool, scheduler, client)) = pool(2, 1).await else {
+        return;
+    };
+    let a = client.lease(&CreateLease::default()).await.unwrap();
+    let b = client.lease(&CreateLease::default()).await.unwrap();
+    let victim = a.slot_id.split('/').next().unwrap().to_owned();
+    let pid = scheduler.server_pid(&victim).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The next call on its lease answers slot_lost, promptly, and keeps answering it.
+    let error = client
+        .exec(&a.lease_id, &command("true"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(&ErrorCode::SlotLost));
+    let error = client
+        .exec(&a.lease_id, &command("true"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(&ErrorCode::SlotLost));
+    // The other server's lease is untouched.
+    assert_eq!(
+        client
+            .exec(&b.lease_id, &command("echo ok"))
+            .await
+            .unwrap()
+            .output,
+        "ok\n"
+    );
+    assert_eq!(pool.capacity().0, 1);
+    pool.replace_lost(2).await;
+    assert_eq!(pool.capacity(), (2, 2, 1));
+    let c = client.lease(&CreateLease::default()).await.unwrap();
+    assert_ne!(c.slot_id.split('/').next().unwrap(), victim);
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_leaves_no_server_running() {
+    let Some((pool, scheduler, client)) = pool(2, 1).await else {
+        return;
+    };
+    let lease = client.lease(&CreateLease::default()).await.unwrap();
+    let server = lease.slot_id.split('/').next().unwrap().to_owned();
+    let pid = scheduler.server_pid(&server).unwrap();
+    pool.shutdown().await;
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists() || {
+            // A zombie until reaped is gone for all purposes; anything else is a leak.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|stat| stat.contains(") Z "))
+                .unwrap_or(true)
+        }
+    );
+    assert_eq!(pool.capacity().0, 0);
+}
