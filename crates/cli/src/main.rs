@@ -8,6 +8,7 @@ mod bench_serve;
 mod env_vars;
 mod exec;
 mod serve;
+mod up;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,8 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Serve slots over HTTP: the seed-compatible API and the v1 lease API.
     Serve(serve::ServeArgs),
+    /// Run the slot pool: one v1 lease endpoint over sandbox servers a scheduler supplies.
+    Up(up::UpArgs),
     /// Internal: the agent inside a long-lived slot sandbox (started by `slotbox serve`).
     #[command(name = "__sandbox-agent", hide = true)]
     SandboxAgent,
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Exec(args) => exec::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Up(args) => up::run(args).await,
             Command::Bench(command) => bench::run(command).await,
             Command::SandboxAgent => Ok(ExitStatus::Command(0)),
         }

@@ -153,7 +153,7 @@ async fn resolve_isolation(
 }
 
 /// Resolves on SIGTERM (what Docker and Nomad send) or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

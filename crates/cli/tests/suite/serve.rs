@@ -227,3 +227,54 @@ fn data_dir_defaults_under_nomad_alloc_dir_and_an_explicit_flag_wins() {
         flag.display().to_string()
     );
 }
+
+#[test]
+fn slotbox_up_serves_leases_and_stops_its_servers() {
+    if !backends().contains(&"bwrap") {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slotbox"))
+        .args(["up", "--port", "0", "--min", "2", "--slots-per-server", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("(2 servers, 2 slots)"), "{line}");
+    let address = line
+        .trim()
+        .strip_prefix("slotbox up: listening on http://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let lease_id = lease(&address);
+    let (status, body) = http(
+        &address,
+        "POST",
+        &format!("/v1/leases/{lease_id}/exec"),
+        r#"{"command": "echo pooled; hostname"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("pooled\\nslotbox\\n"), "{body}");
+    let pool_pid = child.id() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pool_pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    // No `slotbox serve` child of this pool is left.
+    let leftover = std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let after = &stat[stat.rfind(')')? + 1..];
+                after.split_whitespace().nth(1)?.parse::<i32>().ok()
+            })
+            == Some(pool_pid)
+    });
+    assert!(!leftover, "a sandbox server outlived its pool");
+}
