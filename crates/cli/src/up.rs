@@ -64,6 +64,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitStatus> {
         serve_args: args.serve_args,
     })?);
     let pool = Pool::new(scheduler, None);
+    slotbox_pool::start_background(&pool);
     let target = args.min as usize;
     for _ in 0..target {
         pool.add_server()

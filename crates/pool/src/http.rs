@@ -137,11 +137,14 @@ async fn renew(
     let placement = state.pool.placement(&lease_id)?;
     let ttl = request.ttl_s.map(Duration::from_secs_f64);
     match placement.client.renew(&placement.server_lease, ttl).await {
-        Ok(lease) => Ok(Json(Lease {
-            lease_id,
-            slot_id: format!("{}/{}", placement.server, lease.slot_id),
-            expires_at: lease.expires_at,
-        })),
+        Ok(lease) => {
+            state.pool.renewed(&lease_id, &lease.expires_at);
+            Ok(Json(Lease {
+                lease_id,
+                slot_id: format!("{}/{}", placement.server, lease.slot_id),
+                expires_at: lease.expires_at,
+            }))
+        }
         Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
     }
 }

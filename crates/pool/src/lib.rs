@@ -30,6 +30,11 @@ use slotbox_protocol::v1::ErrorBody;
 use slotbox_protocol::v1::ErrorDetail;
 use slotbox_protocol::v1::codes;
 
+/// Starts a pool's background work (lease expiry); call once, inside the runtime.
+pub fn start_background(pool: &std::sync::Arc<Pool>) {
+    tokio::spawn(std::sync::Arc::clone(pool).expire_leases());
+}
+
 /// Why a pool operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -39,6 +39,8 @@ pub(crate) struct Placement {
     pub(crate) server: String,
     pub(crate) server_lease: String,
     pub(crate) client: Client,
+    /// When the server will expire the lease unless renewed.
+    pub(crate) expires_at: tokio::time::Instant,
 }
 
 /// What happened to a lease the pool no longer has.
@@ -63,6 +65,8 @@ pub struct Pool {
     state: Mutex<State>,
     permits: Semaphore,
     token: Option<String>,
+    /// Wakes the expiry task when the earliest expiry may have changed.
+    expiry_changed: tokio::sync::Notify,
 }
 
 impl Pool {
@@ -73,7 +77,48 @@ impl Pool {
             state: Mutex::new(State::default()),
             permits: Semaphore::new(0),
             token,
+            expiry_changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Records a renewal's new expiry.
+    pub(crate) fn renewed(&self, lease_id: &str, expires_at: &str) {
+        if let Some(placement) = self.state().leases.get_mut(lease_id) {
+            placement.expires_at = instant_of(expires_at);
+        }
+        self.expiry_changed.notify_one();
+    }
+
+    /// Forgets leases as they expire (their servers reset and free the slots at the same time),
+    /// so an abandoned lease's capacity returns to the pool. Runs until the pool is dropped.
+    pub async fn expire_leases(self: Arc<Self>) {
+        loop {
+            let now = tokio::time::Instant::now();
+            let (expired, next): (Vec<String>, Option<tokio::time::Instant>) = {
+                let state = self.state();
+                let expired = state
+                    .leases
+                    .iter()
+                    .filter(|(_, placement)| placement.expires_at <= now)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let next = state
+                    .leases
+                    .values()
+                    .map(|placement| placement.expires_at)
+                    .filter(|at| *at > now)
+                    .min();
+                (expired, next)
+            };
+            for lease_id in expired {
+                tracing::info!(lease_id, "lease expired");
+                self.forget(&lease_id);
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(next.unwrap_or(now + Duration::from_secs(3600))) => {}
+                () = self.expiry_changed.notified() => {}
+            }
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -156,10 +201,12 @@ impl Pool {
                     pool_lease.clone(),
                     Placement {
                         server: server_id,
-                        server_lease: lease.lease_id,
+                        server_lease: lease.lease_id.clone(),
                         client,
+                        expires_at: instant_of(&lease.expires_at),
                     },
                 );
+                self.expiry_changed.notify_one();
                 Ok(Lease {
                     lease_id: pool_lease,
                     slot_id,
@@ -310,5 +357,21 @@ impl Pool {
                 tracing::warn!(server = id, %error, "could not stop a server");
             }
         }
+    }
+}
+
+/// The local instant of an RFC 3339 expiry from a server (a year ahead if unreadable, so a bad
+/// timestamp never frees a slot early).
+fn instant_of(expires_at: &str) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let remaining =
+        time::OffsetDateTime::parse(expires_at, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|at| at - time::OffsetDateTime::now_utc())
+            .and_then(|left| Duration::try_from(left).ok());
+    match remaining {
+        Some(left) => now + left,
+        None if expires_at.is_empty() => now,
+        None => now + Duration::from_secs(365 * 86_400),
     }
 }

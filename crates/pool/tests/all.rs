@@ -33,6 +33,7 @@ async fn pool(servers: usize, slots: usize) -> Option<(Arc<Pool>, Arc<LocalSched
         .unwrap(),
     );
     let pool = Pool::new(scheduler.clone(), None);
+    slotbox_pool::start_background(&pool);
     for _ in 0..servers {
         pool.add_server().await.unwrap();
     }
@@ -158,4 +159,43 @@ async fn shutdown_leaves_no_server_running() {
         }
     );
     assert_eq!(pool.capacity().0, 0);
+}
+
+#[tokio::test]
+async fn an_abandoned_lease_returns_its_slot_when_it_expires() {
+    let Some((pool, _scheduler, client)) = pool(1, 1).await else {
+        return;
+    };
+    let lease = client
+        .lease(&CreateLease {
+            ttl_s: Some(0.5),
+            ..CreateLease::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pool.capacity(), (1, 1, 0));
+    // Nobody releases it; after its expiry the pool (and the server) take the slot back, and a
+    // waiting client gets it.
+    let next = client
+        .lease(&CreateLease {
+            wait_s: Some(10.0),
+            ..CreateLease::default()
+        })
+        .await
+        .unwrap();
+    assert_ne!(next.lease_id, lease.lease_id);
+    assert_eq!(
+        client
+            .exec(&next.lease_id, &command("echo fresh"))
+            .await
+            .unwrap()
+            .output,
+        "fresh\n"
+    );
+    let error = client
+        .exec(&lease.lease_id, &command("true"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(&ErrorCode::UnknownLease));
+    pool.shutdown().await;
 }
