@@ -306,6 +306,33 @@ impl Client {
         })
     }
 
+    /// The streaming exec call's raw `text/event-stream` body, for proxies that pass it on as is
+    /// (the slot pool). Errors before the stream starts are returned as usual.
+    pub async fn exec_event_stream(
+        &self,
+        lease_id: &str,
+        body: &ExecBody,
+    ) -> Result<impl futures_util::Stream<Item = Result<Vec<u8>>> + Send + 'static> {
+        let (url, builder) = self.request(
+            reqwest::Method::POST,
+            &format!("/v1/leases/{lease_id}/exec"),
+            Self::exec_deadline(body),
+        );
+        let response = Self::send(
+            &url,
+            builder.header("accept", "text/event-stream").json(body),
+        )
+        .await?;
+        Ok(response.bytes_stream().map(move |chunk| {
+            chunk
+                .map(|bytes| bytes.to_vec())
+                .map_err(|source| Error::Transport {
+                    url: url.clone(),
+                    source,
+                })
+        }))
+    }
+
     /// `POST /v1/leases/{id}/interrupt`; whether a command was running.
     pub async fn interrupt(&self, lease_id: &str) -> Result<bool> {
         let (url, builder) = self.request(

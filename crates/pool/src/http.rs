@@ -152,17 +152,39 @@ async fn renew(
 async fn exec(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
-) -> Result<Json<ExecResult>> {
+) -> Result<Response> {
     let request: ExecBody =
         serde_json::from_slice(&body).map_err(|error| Error::InvalidRequest(error.to_string()))?;
     let placement = state.pool.placement(&lease_id)?;
+    let wants_stream = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/event-stream"));
+    if wants_stream {
+        // The server's event stream, passed through as it comes; if the client goes away the
+        // connection to the server closes too, and the server interrupts the command.
+        return match placement
+            .client
+            .exec_event_stream(&placement.server_lease, &request)
+            .await
+        {
+            Ok(stream) => Ok((
+                [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()),
+            Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+        };
+    }
     match placement
         .client
         .exec(&placement.server_lease, &request)
         .await
     {
-        Ok(result) => Ok(Json(result)),
+        Ok(result) => Ok(Json::<ExecResult>(result).into_response()),
         Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
     }
 }

@@ -199,3 +199,23 @@ async fn an_abandoned_lease_returns_its_slot_when_it_expires() {
     assert_eq!(error.code(), Some(&ErrorCode::UnknownLease));
     pool.shutdown().await;
 }
+
+#[tokio::test]
+async fn streaming_exec_passes_through_the_pool() {
+    let Some((pool, _scheduler, client)) = pool(1, 1).await else {
+        return;
+    };
+    let lease = client.lease(&CreateLease::default()).await.unwrap();
+    let mut chunks = Vec::new();
+    let result = client
+        .exec_streaming(
+            &lease.lease_id,
+            &command("for i in 1 2 3; do echo part$i; sleep 0.05; done"),
+            |chunk| chunks.push(chunk.to_owned()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(chunks.concat(), "part1\npart2\npart3\n");
+    assert_eq!(result.output, "part1\npart2\npart3\n");
+    pool.shutdown().await;
+}
