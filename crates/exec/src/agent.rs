@@ -406,12 +406,8 @@ impl SandboxHost {
         })?;
         let cgroup = match limits {
             Some(limits) => {
-                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let name = format!(
-                    "slotbox-{}-{}",
-                    std::process::id(),
-                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                );
+                // Unique across processes and time (pids are reused; pid_max may be 32768).
+                let name = format!("slotbox-{}", uuid::Uuid::new_v4().simple());
                 let cgroup =
                     crate::cgroup::SandboxCgroup::create(&limits.layout, &name, limits.limits)?;
                 // bwrap now: what it forks from here on is born inside.

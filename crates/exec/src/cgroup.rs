@@ -117,6 +117,7 @@ fn write(path: &Path, value: &str) -> Result<()> {
 impl SandboxCgroup {
     /// Creates `name` under slotbox's cgroups with `limits`.
     pub(crate) fn create(layout: &CgroupLayout, name: &str, limits: CgroupLimits) -> Result<Self> {
+        sweep_stale(layout);
         let mkdir = |dir: &Path| -> Result<PathBuf> {
             let path = dir.join(name);
             std::fs::create_dir(&path).map_err(|source| Error::CgroupsUnavailable {
@@ -257,6 +258,40 @@ impl Drop for SandboxCgroup {
                 runtime.spawn_blocking(remove);
             }
             Err(_) => remove(),
+        }
+    }
+}
+
+/// How old an empty `slotbox-*` cgroup must be before another slotbox removes it: a process that
+/// exited before its background cleanup ran leaves its (empty) cgroups behind.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes empty `slotbox-*` cgroups older than `STALE_AFTER` (best effort: one being set up by
+/// another process right now is younger, and a non-empty one cannot be removed anyway).
+fn sweep_stale(layout: &CgroupLayout) {
+    let parents: Vec<&Path> = match layout {
+        CgroupLayout::V2 { base } => vec![base.as_path()],
+        CgroupLayout::V1 { memory, pids, cpu } => {
+            vec![memory.as_path(), pids.as_path(), cpu.as_path()]
+        }
+    };
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let is_ours = entry.file_name().to_string_lossy().starts_with("slotbox-");
+            let old = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age > STALE_AFTER);
+            let empty = std::fs::read_to_string(entry.path().join("cgroup.procs"))
+                .is_ok_and(|procs| procs.trim().is_empty());
+            if is_ours && old && empty {
+                let _ = std::fs::remove_dir(entry.path());
+            }
         }
     }
 }

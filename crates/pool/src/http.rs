@@ -65,7 +65,8 @@ pub fn router(pool: Arc<Pool>, token: Option<String>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .merge(authed)
-        .fallback(|| async { Error::InvalidRequest("no such route".to_owned()) })
+        .fallback(|| async { Error::NotFound("no such route".to_owned()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -98,17 +99,43 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
+/// Largest request body (JSON or file upload), as `slotbox serve`'s default.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The body, or our JSON error (413 over the limit) instead of axum's plain-text one.
+fn body_bytes(
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::BodyTooLarge(MAX_BODY_BYTES)
+        } else {
+            Error::InvalidRequest(rejection.body_text())
+        }
+    })
+}
+
+/// JSON of type `T` (an empty body reads as its default): not JSON → 400 `invalid_json`, wrong
+/// shape or types → 422 `invalid_request`.
 fn parse<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|error| Error::InvalidRequest(error.to_string()))
+    parse_required(bytes)
+}
+
+fn parse_required<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => Error::InvalidRequest(error.to_string()),
+        _ => Error::InvalidJson(error.to_string()),
+    })
 }
 
 async fn create_lease(
     State(state): State<AppState>,
-    body: Bytes,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Lease>)> {
+    let body = body_bytes(body)?;
     let request: CreateLease = parse(&body)?;
     let wait = match request.wait_s {
         None => DEFAULT_WAIT,
@@ -131,8 +158,9 @@ async fn create_lease(
 async fn renew(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
-    body: Bytes,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Lease>> {
+    let body = body_bytes(body)?;
     let request: RenewLease = parse(&body)?;
     let placement = state.pool.placement(&lease_id)?;
     let ttl = request.ttl_s.map(Duration::from_secs_f64);
@@ -153,10 +181,10 @@ async fn exec(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
     headers: axum::http::HeaderMap,
-    body: Bytes,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response> {
-    let request: ExecBody =
-        serde_json::from_slice(&body).map_err(|error| Error::InvalidRequest(error.to_string()))?;
+    let body = body_bytes(body)?;
+    let request: ExecBody = parse_required(&body)?;
     let placement = state.pool.placement(&lease_id)?;
     let wants_stream = headers
         .get_all(axum::http::header::ACCEPT)
@@ -247,8 +275,9 @@ async fn write_file(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
     query: std::result::Result<Query<FileQuery>, axum::extract::rejection::QueryRejection>,
-    body: Bytes,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<StatusCode> {
+    let body = body_bytes(body)?;
     let Query(query) = query.map_err(|rejection| Error::InvalidRequest(rejection.body_text()))?;
     let placement = state.pool.placement(&lease_id)?;
     match placement

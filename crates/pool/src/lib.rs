@@ -57,9 +57,18 @@ pub enum Error {
         /// Its message.
         message: String,
     },
-    /// The request is malformed.
+    /// The body is not JSON.
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// The request is JSON with wrong fields or values.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The body is over the limit.
+    #[error("request body over the {0}-byte limit")]
+    BodyTooLarge(usize),
+    /// No such route.
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The scheduler could not provide a server.
     #[error("scheduler: {0}")]
     Scheduler(String),
@@ -118,10 +127,16 @@ impl IntoResponse for Error {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
                 code.clone(),
             ),
+            Error::InvalidJson(_) => (StatusCode::BAD_REQUEST, codes::INVALID_JSON.to_owned()),
             Error::InvalidRequest(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 codes::INVALID_REQUEST.to_owned(),
             ),
+            Error::BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::BODY_TOO_LARGE.to_owned(),
+            ),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND.to_owned()),
             Error::Scheduler(_) | Error::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 codes::INTERNAL.to_owned(),

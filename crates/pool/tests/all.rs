@@ -16,7 +16,10 @@ use slotbox_protocol::v1::CreateLease;
 use slotbox_protocol::v1::ExecBody;
 
 /// A pool of `servers` local servers with `slots` slots each, served on loopback.
-async fn pool(servers: usize, slots: usize) -> Option<(Arc<Pool>, Arc<LocalScheduler>, Client)> {
+async fn pool(
+    servers: usize,
+    slots: usize,
+) -> Option<(Arc<Pool>, Arc<LocalScheduler>, Client, String)> {
     let binary = match slotbox_test_support::workspace_binary("slotbox") {
         Ok(binary) => binary,
         Err(reason) => {
@@ -41,7 +44,8 @@ async fn pool(servers: usize, slots: usize) -> Option<(Arc<Pool>, Arc<LocalSched
     let address = listener.local_addr().unwrap();
     let app = slotbox_pool::router(Arc::clone(&pool), None);
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Some((pool, scheduler, Client::new(format!("http://{address}"))))
+    let base = format!("http://{address}");
+    Some((pool, scheduler, Client::new(&base), base))
 }
 
 fn command(text: &str) -> ExecBody {
@@ -55,7 +59,7 @@ fn command(text: &str) -> ExecBody {
 
 #[tokio::test]
 async fn leases_spread_over_servers_and_forward_every_call() {
-    let Some((pool, _scheduler, client)) = pool(2, 2).await else {
+    let Some((pool, _scheduler, client, _base)) = pool(2, 2).await else {
         return;
     };
     let mut leases = Vec::new();
@@ -101,7 +105,7 @@ async fn leases_spread_over_servers_and_forward_every_call() {
 
 #[tokio::test]
 async fn a_killed_server_loses_its_leases_and_is_replaced() {
-    let Some((pool, scheduler, client)) = pool(2, 1).await else {
+    let Some((pool, scheduler, client, _base)) = pool(2, 1).await else {
         return;
     };
     let a = client.lease(&CreateLease::default()).await.unwrap();
@@ -143,7 +147,7 @@ async fn a_killed_server_loses_its_leases_and_is_replaced() {
 
 #[tokio::test]
 async fn shutdown_leaves_no_server_running() {
-    let Some((pool, scheduler, client)) = pool(2, 1).await else {
+    let Some((pool, scheduler, client, _base)) = pool(2, 1).await else {
         return;
     };
     let lease = client.lease(&CreateLease::default()).await.unwrap();
@@ -163,7 +167,7 @@ async fn shutdown_leaves_no_server_running() {
 
 #[tokio::test]
 async fn an_abandoned_lease_returns_its_slot_when_it_expires() {
-    let Some((pool, _scheduler, client)) = pool(1, 1).await else {
+    let Some((pool, _scheduler, client, _base)) = pool(1, 1).await else {
         return;
     };
     let lease = client
@@ -202,7 +206,7 @@ async fn an_abandoned_lease_returns_its_slot_when_it_expires() {
 
 #[tokio::test]
 async fn streaming_exec_passes_through_the_pool() {
-    let Some((pool, _scheduler, client)) = pool(1, 1).await else {
+    let Some((pool, _scheduler, client, _base)) = pool(1, 1).await else {
         return;
     };
     let lease = client.lease(&CreateLease::default()).await.unwrap();
@@ -217,5 +221,64 @@ async fn streaming_exec_passes_through_the_pool() {
         .unwrap();
     assert_eq!(chunks.concat(), "part1\npart2\npart3\n");
     assert_eq!(result.output, "part1\npart2\npart3\n");
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_json_errors_and_starts_nothing() {
+    let Some((pool, _scheduler, client, base)) = pool(1, 1).await else {
+        return;
+    };
+    let lease = client.lease(&CreateLease::default()).await.unwrap();
+    let http = reqwest::Client::new();
+    let cases: Vec<(&str, u16, &str)> = vec![
+        ("{oops", 400, "invalid_json"),
+        (r#"{"command": 5}"#, 422, "invalid_request"),
+        (
+            r#"{"command": "touch ran", "timeout_s": "5"}"#,
+            422,
+            "invalid_request",
+        ),
+        (
+            r#"{"command": "touch ran", "timeout_s": -1}"#,
+            422,
+            "invalid_request",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let response = http
+            .post(format!("{base}/v1/leases/{}/exec", lease.lease_id))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        let value: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(value["error"]["code"], code, "{body}");
+    }
+    let result = client
+        .exec(&lease.lease_id, &command("ls ran 2>&1 || echo none"))
+        .await
+        .unwrap();
+    assert!(result.output.contains("No such file"), "{}", result.output);
+    let response = http
+        .put(format!(
+            "{base}/v1/leases/{}/files?path=big",
+            lease.lease_id
+        ))
+        .body(vec![0u8; 17 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let response = http.get(format!("{base}/nowhere")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let response = http
+        .post(format!("{base}/v1/leases/nope/exec"))
+        .body(r#"{"command": "true"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
     pool.shutdown().await;
 }
