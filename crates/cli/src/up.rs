@@ -83,7 +83,9 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitStatus> {
             let mut interval = tokio::time::interval(SERVER_CHECK_INTERVAL);
             loop {
                 interval.tick().await;
-                if pool.check_servers().await > 0 {
+                pool.check_servers().await;
+                // Lost servers (found here or by a failed call) are replaced up to the target.
+                if pool.capacity().0 < target {
                     pool.replace_lost(target).await;
                 }
             }

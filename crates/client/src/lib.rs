@@ -227,9 +227,10 @@ impl Client {
     }
 
     fn exec_deadline(body: &ExecBody) -> Duration {
+        // An out-of-range value is the server's to refuse; the deadline just must not panic.
         body.timeout_s
-            .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
-            .map_or(DEFAULT_COMMAND_TIMEOUT, Duration::from_secs_f64)
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .unwrap_or(DEFAULT_COMMAND_TIMEOUT)
             .saturating_add(EXEC_MARGIN)
     }
 

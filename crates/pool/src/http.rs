@@ -163,7 +163,19 @@ async fn renew(
     let body = body_bytes(body)?;
     let request: RenewLease = parse(&body)?;
     let placement = state.pool.placement(&lease_id)?;
-    let ttl = request.ttl_s.map(Duration::from_secs_f64);
+    let ttl = match request.ttl_s {
+        None => None,
+        Some(seconds) => Some(
+            Duration::try_from_secs_f64(seconds)
+                .ok()
+                .filter(|ttl| !ttl.is_zero())
+                .ok_or_else(|| {
+                    Error::InvalidRequest(format!(
+                        "`ttl_s` must be a positive number of seconds, got {seconds}"
+                    ))
+                })?,
+        ),
+    };
     match placement.client.renew(&placement.server_lease, ttl).await {
         Ok(lease) => {
             state.pool.renewed(&lease_id, &lease.expires_at);
@@ -173,7 +185,7 @@ async fn renew(
                 expires_at: lease.expires_at,
             }))
         }
-        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error).await),
     }
 }
 
@@ -204,7 +216,7 @@ async fn exec(
                 axum::body::Body::from_stream(stream),
             )
                 .into_response()),
-            Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+            Err(error) => Err(state.pool.after_error(&lease_id, &placement, error).await),
         };
     }
     match placement
@@ -213,7 +225,7 @@ async fn exec(
         .await
     {
         Ok(result) => Ok(Json::<ExecResult>(result).into_response()),
-        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error).await),
     }
 }
 
@@ -224,7 +236,7 @@ async fn interrupt(
     let placement = state.pool.placement(&lease_id)?;
     match placement.client.interrupt(&placement.server_lease).await {
         Ok(interrupted) => Ok(Json(Interrupted { interrupted })),
-        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error).await),
     }
 }
 
@@ -241,7 +253,7 @@ async fn release(
                 slot_id: format!("{}/{}", placement.server, released.slot_id),
             }))
         }
-        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error).await),
     }
 }
 
@@ -267,7 +279,7 @@ async fn read_file(
             bytes,
         )
             .into_response()),
-        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error).await),
     }
 }
 
@@ -286,7 +298,7 @@ async fn write_file(
         .await
     {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error)),
+        Err(error) => Err(state.pool.after_error(&lease_id, &placement, error).await),
     }
 }
 

@@ -72,6 +72,9 @@ pub enum Error {
     /// The scheduler could not provide a server.
     #[error("scheduler: {0}")]
     Scheduler(String),
+    /// The server holding the lease answered too slowly or cut its answer short.
+    #[error("the slot's server did not answer in time: {0}")]
+    Upstream(String),
     /// The pool failed.
     #[error("{0}")]
     Internal(String),
@@ -137,6 +140,7 @@ impl IntoResponse for Error {
                 codes::BODY_TOO_LARGE.to_owned(),
             ),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND.to_owned()),
+            Error::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream".to_owned()),
             Error::Scheduler(_) | Error::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 codes::INTERNAL.to_owned(),

@@ -73,6 +73,9 @@ impl LocalScheduler {
             .arg("--data-dir")
             .arg(self.data_root.path().join(&id))
             .args(&self.config.serve_args)
+            // The pool's own token is for its clients; a child must not pick it up from the
+            // environment and then refuse the pool (which talks to it on loopback).
+            .env_remove("SLOTBOX_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -133,10 +136,15 @@ impl LocalScheduler {
     }
 
     async fn alive(&self, id: &str) -> bool {
-        match self.children().get_mut(id) {
+        let mut children = self.children();
+        let running = match children.get_mut(id) {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
+        };
+        if !running {
+            children.remove(id);
         }
+        running
     }
 }
 

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use slotbox_client::Client;
@@ -67,6 +69,23 @@ pub struct Pool {
     token: Option<String>,
     /// Wakes the expiry task when the earliest expiry may have changed.
     expiry_changed: tokio::sync::Notify,
+    /// Permits still to take out of circulation for slots of lost servers (they may be held by
+    /// waiters at the moment of the loss, so they are retired as they come back).
+    retire: AtomicUsize,
+}
+
+/// A slot taken from a server's free count for an acquire in progress; given back on drop.
+struct Claim<'a> {
+    pool: &'a Pool,
+    server: Option<String>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.pool.give_back(&server);
+        }
+    }
 }
 
 impl Pool {
@@ -78,6 +97,7 @@ impl Pool {
             permits: Semaphore::new(0),
             token,
             expiry_changed: tokio::sync::Notify::new(),
+            retire: AtomicUsize::new(0),
         })
     }
 
@@ -164,30 +184,40 @@ impl Pool {
 
     /// Leases a slot on some server, waiting first come, first served up to `wait`.
     pub async fn acquire(self: &Arc<Self>, request: &CreateLease, wait: Duration) -> Result<Lease> {
-        let permit = tokio::time::timeout(wait, self.permits.acquire())
-            .await
-            .map_err(|_| Error::NoSlot(wait))?
-            .map_err(|_| Error::Internal("pool semaphore closed".to_owned()))?;
-        permit.forget();
-        // The server with the most free slots spreads the load.
-        let chosen = {
+        let deadline = tokio::time::Instant::now() + wait;
+        let (server_id, client) = loop {
+            let permit = tokio::time::timeout_at(deadline, self.permits.acquire())
+                .await
+                .map_err(|_| Error::NoSlot(wait))?
+                .map_err(|_| Error::Internal("pool semaphore closed".to_owned()))?;
+            permit.forget();
+            // A permit owed to a lost server's slots is retired, not used.
+            if self
+                .retire
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |owed| {
+                    owed.checked_sub(1)
+                })
+                .is_ok()
+            {
+                continue;
+            }
+            // The server with the most free slots spreads the load.
             let mut state = self.state();
             let best = state
                 .servers
                 .iter_mut()
                 .filter(|server| server.free > 0)
                 .max_by_key(|server| server.free);
-            match best {
-                Some(server) => {
-                    server.free -= 1;
-                    Some((server.handle.id.clone(), server.client.clone()))
-                }
-                None => None,
+            if let Some(server) = best {
+                server.free -= 1;
+                break (server.handle.id.clone(), server.client.clone());
             }
+            // Its slot's server was lost meanwhile: that permit is gone with it; wait again.
         };
-        let Some((server_id, client)) = chosen else {
-            self.permits.add_permits(1);
-            return Err(Error::Internal("a permit without a free slot".to_owned()));
+        // If this future is dropped from here on (the client went away), the slot comes back.
+        let mut claim = Claim {
+            pool: self,
+            server: Some(server_id.clone()),
         };
         let on_server = CreateLease {
             wait_s: Some(5.0),
@@ -206,6 +236,7 @@ impl Pool {
                         expires_at: instant_of(&lease.expires_at),
                     },
                 );
+                claim.server = None;
                 self.expiry_changed.notify_one();
                 Ok(Lease {
                     lease_id: pool_lease,
@@ -214,8 +245,8 @@ impl Pool {
                 })
             }
             Err(error) => {
-                self.give_back(&server_id);
-                if matches!(error, slotbox_client::Error::Transport { .. }) {
+                drop(claim);
+                if self.server_gone(&server_id, &error).await {
                     self.lose_server(&server_id);
                 }
                 Err(Error::from_server(error))
@@ -249,17 +280,18 @@ impl Pool {
     }
 
     /// Maps a failed forwarded call: a transport failure means the server is gone.
-    pub(crate) fn after_error(
+    pub(crate) async fn after_error(
         &self,
         lease_id: &str,
         placement: &Placement,
         error: slotbox_client::Error,
     ) -> Error {
         match &error {
-            slotbox_client::Error::Transport { .. } => {
+            error if self.server_gone(&placement.server, error).await => {
                 self.lose_server(&placement.server);
                 Error::SlotLost(lease_id.to_owned())
             }
+            slotbox_client::Error::Transport { .. } => Error::Upstream(error.to_string()),
             slotbox_client::Error::Api {
                 code: ErrorCode::UnknownLease,
                 ..
@@ -269,6 +301,18 @@ impl Pool {
                 Error::UnknownLease(lease_id.to_owned())
             }
             _ => Error::from_server(error),
+        }
+    }
+
+    /// Whether a failed call means its server is gone: it refused the connection, or the call
+    /// broke and the scheduler confirms the server is not running. A slow answer or a cut-off
+    /// body from a running server proves nothing and loses nothing.
+    async fn server_gone(&self, server_id: &str, error: &slotbox_client::Error) -> bool {
+        match error {
+            slotbox_client::Error::Transport { source, .. } => {
+                source.is_connect() || !self.scheduler.is_alive(server_id).await
+            }
+            slotbox_client::Error::Api { .. } | slotbox_client::Error::Protocol { .. } => false,
         }
     }
 

@@ -282,3 +282,35 @@ async fn bad_input_gets_json_errors_and_starts_nothing() {
     assert_eq!(response.status().as_u16(), 404);
     pool.shutdown().await;
 }
+
+#[tokio::test]
+async fn out_of_range_numbers_are_refused_not_panicked_on() {
+    let Some((pool, _scheduler, client, base)) = pool(1, 1).await else {
+        return;
+    };
+    let lease = client.lease(&CreateLease::default()).await.unwrap();
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        ("renew", r#"{"ttl_s": -1}"#),
+        ("renew", r#"{"ttl_s": 1e300}"#),
+        ("exec", r#"{"command": "true", "timeout_s": 1e20}"#),
+    ] {
+        let response = http
+            .post(format!("{base}/v1/leases/{}/{path}", lease.lease_id))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 422, "{path} {body}");
+    }
+    // The lease still works.
+    assert_eq!(
+        client
+            .exec(&lease.lease_id, &command("echo ok"))
+            .await
+            .unwrap()
+            .output,
+        "ok\n"
+    );
+    pool.shutdown().await;
+}
