@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs what slotbox needs on a fresh Debian/Ubuntu machine: bash and bubblewrap.
+# Installs what slotbox needs on a fresh Debian/Ubuntu machine: bash and bubblewrap (and python3,
+# which runs the seed-client compatibility test).
 # Idempotent: installs only what is missing. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 missing=()
 command -v bash >/dev/null 2>&1 || missing+=(bash)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
