@@ -33,12 +33,7 @@ async fn serve(slots: usize, token: Option<&str>) -> (String, tempfile::TempDir)
 }
 
 fn command(text: &str) -> ExecBody {
-    ExecBody {
-        command: text.to_owned(),
-        timeout_s: None,
-        stdin: None,
-        max_output_chars: None,
-    }
+    ExecBody::new(text)
 }
 
 #[tokio::test]

@@ -49,12 +49,7 @@ async fn pool(
 }
 
 fn command(text: &str) -> ExecBody {
-    ExecBody {
-        command: text.to_owned(),
-        timeout_s: None,
-        stdin: None,
-        max_output_chars: None,
-    }
+    ExecBody::new(text)
 }
 
 #[tokio::test]

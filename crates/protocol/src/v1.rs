@@ -59,6 +59,18 @@ pub struct ExecBody {
     pub max_output_chars: Option<u64>,
 }
 
+impl ExecBody {
+    /// `command` with every option at the server's default.
+    pub fn new(command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+            timeout_s: None,
+            stdin: None,
+            max_output_chars: None,
+        }
+    }
+}
+
 /// `POST /v1/leases/{id}/interrupt`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

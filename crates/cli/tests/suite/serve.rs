@@ -29,28 +29,47 @@ impl Drop for Served {
 
 fn serve(extra: &[&str]) -> Served {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slotbox"))
-        .args(["serve", "--port", "0", "--slots", "2", "--data-dir"])
-        .arg(data.path().join("data"))
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("slotbox serve: listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
+    let data_dir = data.path().join("data");
+    let mut args = vec![
+        "serve",
+        "--port",
+        "0",
+        "--slots",
+        "2",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (child, address) = listening(&args, &[]);
     Served {
         child,
         address,
         _data: data,
     }
+}
+
+/// Starts `slotbox ARGS` and reads its ready line (`slotbox …: listening on http://ADDR …`);
+/// returns the process and ADDR.
+fn listening(args: &[&str], env: &[(&str, &std::path::Path)]) -> (std::process::Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_slotbox"));
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .split_once("listening on http://")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    (child, address)
 }
 
 /// One HTTP/1.1 request; returns (status, body).
@@ -194,23 +213,9 @@ fn data_dir_defaults_under_nomad_alloc_dir_and_an_explicit_flag_wins() {
     }
     let alloc = tempfile::tempdir().unwrap();
     let start = |extra: &[&str]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_slotbox"))
-            .args(["serve", "--port", "0", "--slots", "1"])
-            .args(extra)
-            .env("NOMAD_ALLOC_DIR", alloc.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix("slotbox serve: listening on http://")
-            .unwrap()
-            .to_owned();
+        let mut args = vec!["serve", "--port", "0", "--slots", "1"];
+        args.extend_from_slice(extra);
+        let (mut child, address) = listening(&args, &[("NOMAD_ALLOC_DIR", alloc.path())]);
         let (_, body) = http(&address, "GET", "/health", "");
         let _ = child.kill();
         let _ = child.wait();
@@ -233,23 +238,16 @@ fn slotbox_up_serves_leases_and_stops_its_servers() {
     if !backends().contains(&"bwrap") {
         return;
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slotbox"))
-        .args(["up", "--port", "0", "--min", "2", "--slots-per-server", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("(2 servers, 2 slots)"), "{line}");
-    let address = line
-        .trim()
-        .strip_prefix("slotbox up: listening on http://")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    let (mut child, address) = listening(
+        &["up", "--port", "0", "--min", "2", "--slots-per-server", "1"],
+        &[],
+    );
+    let (_, health) = http(&address, "GET", "/v1/health", "");
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        (health["servers"].as_u64(), health["slots"].as_u64()),
+        (Some(2), Some(2))
+    );
     let lease_id = lease(&address);
     let (status, body) = http(
         &address,
