@@ -178,7 +178,12 @@ async fn renew(
     };
     match placement.client.renew(&placement.server_lease, ttl).await {
         Ok(lease) => {
-            state.pool.renewed(&lease_id, &lease.expires_at);
+            if !state.pool.renewed(&lease_id, &lease.expires_at) {
+                // The pool expired it meanwhile and counts its slot as free: release it on the
+                // server too, so both agree, and tell the client it is gone.
+                let _ = placement.client.release(&placement.server_lease).await;
+                return Err(Error::UnknownLease(lease_id));
+            }
             Ok(Json(Lease {
                 lease_id,
                 slot_id: format!("{}/{}", placement.server, lease.slot_id),

@@ -101,12 +101,18 @@ impl Pool {
         })
     }
 
-    /// Records a renewal's new expiry.
-    pub(crate) fn renewed(&self, lease_id: &str, expires_at: &str) {
-        if let Some(placement) = self.state().leases.get_mut(lease_id) {
-            placement.expires_at = instant_of(expires_at);
-        }
+    /// Records a renewal's new expiry; `false` when the pool had already expired the lease
+    /// (a renewal that raced its expiry), which the caller then undoes on the server.
+    pub(crate) fn renewed(&self, lease_id: &str, expires_at: &str) -> bool {
+        let found = match self.state().leases.get_mut(lease_id) {
+            Some(placement) => {
+                placement.expires_at = instant_of(expires_at);
+                true
+            }
+            None => false,
+        };
         self.expiry_changed.notify_one();
+        found
     }
 
     /// Forgets leases as they expire (their servers reset and free the slots at the same time),
@@ -185,6 +191,28 @@ impl Pool {
     /// Leases a slot on some server, waiting first come, first served up to `wait`.
     pub async fn acquire(self: &Arc<Self>, request: &CreateLease, wait: Duration) -> Result<Lease> {
         let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.try_place(request, deadline).await {
+                // The server had no slot after all (one still being reset after an expiry, or
+                // quarantined): give the client's remaining wait another try.
+                Err(Error::Server { code, .. })
+                    if code == slotbox_protocol::v1::codes::NO_SLOT
+                        && tokio::time::Instant::now() < deadline => {}
+                Err(Error::Server { code, .. }) if code == slotbox_protocol::v1::codes::NO_SLOT => {
+                    return Err(Error::NoSlot(wait));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One placement attempt: a permit, the server with the most free slots, a lease there.
+    async fn try_place(
+        self: &Arc<Self>,
+        request: &CreateLease,
+        deadline: tokio::time::Instant,
+    ) -> Result<Lease> {
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
         let (server_id, client) = loop {
             let permit = tokio::time::timeout_at(deadline, self.permits.acquire())
                 .await
@@ -219,8 +247,9 @@ impl Pool {
             pool: self,
             server: Some(server_id.clone()),
         };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let on_server = CreateLease {
-            wait_s: Some(5.0),
+            wait_s: Some(remaining.min(Duration::from_secs(5)).as_secs_f64()),
             ..request.clone()
         };
         match client.lease(&on_server).await {
