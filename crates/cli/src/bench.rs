@@ -32,6 +32,9 @@ pub(crate) enum BenchCommand {
     /// The sandbox server over loopback HTTP: sequential v0/v1 latency, 10-slot throughput,
     /// memory with 300 MB of output and with 1000 idle slots.
     Serve(crate::bench_serve::BenchServeArgs),
+    /// The slot pool (local scheduler): warm acquire, exec through the pool vs directly, many
+    /// clients contending for few slots.
+    Pool(crate::bench_pool::BenchPoolArgs),
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +54,7 @@ pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<ExitStatus> {
     match command {
         BenchCommand::Exec(args) => bench_exec(args).await,
         BenchCommand::Serve(args) => crate::bench_serve::run(args).await,
+        BenchCommand::Pool(args) => crate::bench_pool::run(args).await,
     }
 }
 

@@ -4,6 +4,7 @@
 //! function. Data goes to stdout, diagnostics to stderr. Exit codes are listed in `ExitStatus`.
 
 mod bench;
+mod bench_pool;
 mod bench_serve;
 mod env_vars;
 mod exec;

@@ -180,6 +180,15 @@ impl Pool {
         Ok(())
     }
 
+    /// Every server's id and base URL.
+    pub fn servers(&self) -> Vec<(String, String)> {
+        self.state()
+            .servers
+            .iter()
+            .map(|server| (server.handle.id.clone(), server.handle.base_url.clone()))
+            .collect()
+    }
+
     /// (servers, total slots, free slots).
     pub fn capacity(&self) -> (usize, usize, usize) {
         let state = self.state();
