@@ -210,6 +210,9 @@ impl Pool {
                 Err(Error::Server { code, .. }) if code == slotbox_protocol::v1::codes::NO_SLOT => {
                     return Err(Error::NoSlot(wait));
                 }
+                // The chosen server died under us: it is out of the pool now; try the others.
+                Err(Error::SlotLost(_)) if tokio::time::Instant::now() < deadline => {}
+                Err(Error::SlotLost(_)) => return Err(Error::NoSlot(wait)),
                 other => return other,
             }
         }
@@ -286,6 +289,7 @@ impl Pool {
                 drop(claim);
                 if self.server_gone(&server_id, &error).await {
                     self.lose_server(&server_id);
+                    return Err(Error::SlotLost(format!("(a new lease on {server_id})")));
                 }
                 Err(Error::from_server(error))
             }

@@ -309,3 +309,74 @@ async fn out_of_range_numbers_are_refused_not_panicked_on() {
     );
     pool.shutdown().await;
 }
+
+#[tokio::test]
+async fn killing_a_server_under_load_hangs_nobody_and_the_pool_recovers() {
+    let Some((pool, scheduler, client, _base)) = pool(2, 4).await else {
+        return;
+    };
+    let (leased, mut first_lease) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let client = client.clone();
+        let leased = leased.clone();
+        tasks.spawn(async move {
+            let lease = client
+                .lease(&CreateLease {
+                    wait_s: Some(60.0),
+                    ..CreateLease::default()
+                })
+                .await?;
+            let _ = leased.send(
+                lease
+                    .slot_id
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+            for _ in 0..10 {
+                client.exec(&lease.lease_id, &command("sleep 0.05")).await?;
+            }
+            client.release(&lease.lease_id).await?;
+            Ok::<(), slotbox_client::Error>(())
+        });
+    }
+    // Kill the server of the first lease granted: a client is working on it right now.
+    let victim = first_lease.recv().await.unwrap();
+    let pid = scheduler.server_pid(&victim).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let all_done = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let mut outcomes = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            outcomes.push(done.unwrap());
+        }
+        outcomes
+    })
+    .await
+    .expect("a client hung after its server was killed");
+    for outcome in &outcomes_codes(&all_done) {
+        // Every failure is the documented one: the slot was lost with its server.
+        assert_eq!(outcome.as_ref(), Some(&ErrorCode::SlotLost), "{all_done:?}");
+    }
+    assert!(
+        all_done.iter().any(Result::is_ok),
+        "the surviving server served no one"
+    );
+    pool.replace_lost(2).await;
+    assert_eq!(pool.capacity(), (2, 8, 8));
+    pool.shutdown().await;
+}
+
+/// The error codes of the failed outcomes.
+fn outcomes_codes(outcomes: &[Result<(), slotbox_client::Error>]) -> Vec<Option<ErrorCode>> {
+    outcomes
+        .iter()
+        .filter_map(|outcome| outcome.as_ref().err())
+        .map(|error| error.code().cloned())
+        .collect()
+}
