@@ -252,23 +252,12 @@ impl Client {
         body: &ExecBody,
         mut on_output: impl FnMut(&str),
     ) -> Result<ExecResult> {
-        let (url, builder) = self.request(
-            reqwest::Method::POST,
-            &format!("/v1/leases/{lease_id}/exec"),
-            Self::exec_deadline(body),
-        );
-        let response = Self::send(
-            &url,
-            builder.header("accept", "text/event-stream").json(body),
-        )
-        .await?;
+        let url = format!("{}/v1/leases/{lease_id}/exec", self.base);
         let mut events = SseParser::default();
-        let mut stream = response.bytes_stream();
+        let stream = self.exec_event_stream(lease_id, body).await?;
+        futures_util::pin_mut!(stream);
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| Error::Transport {
-                url: url.clone(),
-                source,
-            })?;
+            let chunk = chunk?;
             for (name, data) in events.push(&chunk) {
                 match name.as_str() {
                     "output" => {

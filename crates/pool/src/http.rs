@@ -74,20 +74,11 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
     let Some(token) = state.token.as_deref() else {
         return next.run(request).await;
     };
-    let presented = request
+    let authorization = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let matches = presented.is_some_and(|presented| {
-        presented.len() == token.len()
-            && presented
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if matches {
+        .and_then(|value| value.to_str().ok());
+    if slotbox_protocol::v1::bearer_matches(authorization, token) {
         next.run(request).await
     } else {
         Error::Server {
@@ -203,11 +194,12 @@ async fn exec(
     let body = body_bytes(body)?;
     let request: ExecBody = parse_required(&body)?;
     let placement = state.pool.placement(&lease_id)?;
-    let wants_stream = headers
-        .get_all(axum::http::header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| value.contains("text/event-stream"));
+    let wants_stream = slotbox_protocol::v1::wants_event_stream(
+        headers
+            .get_all(axum::http::header::ACCEPT)
+            .iter()
+            .filter_map(|value| value.to_str().ok()),
+    );
     if wants_stream {
         // The server's event stream, passed through as it comes; if the client goes away the
         // connection to the server closes too, and the server interrupts the command.

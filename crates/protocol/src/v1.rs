@@ -135,6 +135,27 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
 }
 
+/// Whether an `Accept` header value asks for the streaming form of exec.
+pub fn wants_event_stream<'a>(accept_values: impl IntoIterator<Item = &'a str>) -> bool {
+    accept_values
+        .into_iter()
+        .any(|value| value.contains("text/event-stream"))
+}
+
+/// Whether an `Authorization` header value presents `token` as a bearer token. Compares without
+/// an early exit, so response time does not leak how much of a guess matched.
+pub fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
+    let Some(presented) = authorization.and_then(|value| value.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 /// `GET /v1/health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -179,4 +200,22 @@ pub struct HealthLimits {
     /// CPU limit per slot in thousandths of a core, if enforced.
     #[serde(default)]
     pub cpu_millis: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_and_event_stream_accept() {
+        assert!(bearer_matches(Some("Bearer s3cret"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer s3cre"), "s3cret"));
+        assert!(!bearer_matches(Some("Basic czNjcmV0"), "s3cret"));
+        assert!(!bearer_matches(None, "s3cret"));
+        assert!(wants_event_stream([
+            "application/json",
+            "text/event-stream"
+        ]));
+        assert!(!wants_event_stream(["application/json"]));
+    }
 }

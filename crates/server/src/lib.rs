@@ -127,22 +127,15 @@ async fn require_token(
     let Some(token) = registry.config().token.as_deref() else {
         return next.run(request).await;
     };
-    let presented = request
+    let authorization = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match presented {
-        Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => {
-            next.run(request).await
-        }
-        _ => Error::Unauthorized.into_response(),
+        .and_then(|value| value.to_str().ok());
+    if slotbox_protocol::v1::bearer_matches(authorization, token) {
+        next.run(request).await
+    } else {
+        Error::Unauthorized.into_response()
     }
-}
-
-/// Compares without an early exit, so response time does not leak how much of a guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` resolves, then stops accepting, kills

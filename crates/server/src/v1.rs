@@ -140,11 +140,12 @@ pub(crate) async fn exec(
             usize::try_from(max_output).unwrap_or(usize::MAX),
         ));
     request.stdin = body.stdin.map(String::into_bytes);
-    let wants_stream = headers
-        .get_all(axum::http::header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| value.contains("text/event-stream"));
+    let wants_stream = slotbox_protocol::v1::wants_event_stream(
+        headers
+            .get_all(axum::http::header::ACCEPT)
+            .iter()
+            .filter_map(|value| value.to_str().ok()),
+    );
     if wants_stream {
         // An unknown lease is a plain 404, not a stream that ends in an error.
         registry.check_lease(&lease_id)?;
