@@ -1,8 +1,8 @@
 //! Every environment variable slotbox reads, declared once.
 //!
-//! Settings resolve as command line > environment > built-in default (config files arrive with the
-//! backend selection work). clap's `env = …` attributes name these constants, so `--help` lists
-//! each variable beside its flag.
+//! Settings resolve as command line > environment > configuration file > built-in default.
+//! clap's `env = …` attributes name these constants, so `--help` lists each variable beside its
+//! flag.
 
 /// Default backend of `slotbox exec` (`local` or `bwrap`).
 pub(crate) const SLOTBOX_BACKEND: &str = "SLOTBOX_BACKEND";
@@ -12,5 +12,15 @@ pub(crate) const SLOTBOX_BWRAP: &str = "SLOTBOX_BWRAP";
 pub(crate) const SLOTBOX_LOG: &str = "SLOTBOX_LOG";
 /// Bearer token of `slotbox serve` (so it stays out of `ps` output).
 pub(crate) const SLOTBOX_TOKEN: &str = "SLOTBOX_TOKEN";
+/// The configuration file (TOML), when `--config` is not given.
+pub(crate) const SLOTBOX_CONFIG: &str = "SLOTBOX_CONFIG";
+/// Nomad's HTTP API for `slotbox up --scheduler nomad` (Nomad's own variable).
+pub(crate) const NOMAD_ADDR: &str = "NOMAD_ADDR";
+/// Nomad ACL token (Nomad's own variable; kept out of command lines).
+pub(crate) const NOMAD_TOKEN: &str = "NOMAD_TOKEN";
+/// Nomad namespace (Nomad's own variable).
+pub(crate) const NOMAD_NAMESPACE: &str = "NOMAD_NAMESPACE";
+/// Nomad region (Nomad's own variable).
+pub(crate) const NOMAD_REGION: &str = "NOMAD_REGION";
 /// Set by Nomad inside an allocation: `slotbox serve` keeps its data under `$NOMAD_ALLOC_DIR/data`.
 pub(crate) const NOMAD_ALLOC_DIR: &str = "NOMAD_ALLOC_DIR";

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_pool;
 mod bench_serve;
+mod config;
 mod env_vars;
 mod exec;
 mod serve;

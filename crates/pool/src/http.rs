@@ -49,6 +49,7 @@ pub fn router(pool: Arc<Pool>, token: Option<String>) -> Router {
         token: token.map(Arc::from),
     };
     let authed = Router::new()
+        .route("/metrics", get(metrics))
         .route("/v1/leases", post(create_lease))
         .route("/v1/leases/{lease_id}", axum::routing::delete(release))
         .route("/v1/leases/{lease_id}/renew", post(renew))
@@ -309,4 +310,16 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
         "free": free,
         "leased": slots - free,
     }))
+}
+
+/// Prometheus metrics of the pool (behind the token, like every route but health).
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.pool.metrics_text(),
+    )
+        .into_response()
 }

@@ -9,14 +9,32 @@
 //! Architecture invariant: the pool never runs a command itself and never depends on the
 //! execution core (checked in CI); it only talks to sandbox servers over HTTP.
 
+mod autoscale;
+mod docker;
 mod http;
 mod local;
+mod metrics;
+mod nomad;
 mod pool;
 mod scheduler;
 
+pub use autoscale::Autoscale;
+pub use autoscale::Decision;
+pub use autoscale::History;
+pub use autoscale::decide;
+pub use autoscale::run as run_autoscaler;
+pub use docker::DockerConfig;
+pub use docker::DockerScheduler;
+pub use docker::LABEL_MANAGED;
+pub use docker::LABEL_POOL;
+pub use docker::container_spec;
 pub use http::router;
 pub use local::LocalConfig;
 pub use local::LocalScheduler;
+pub use nomad::NomadConfig;
+pub use nomad::NomadDriver;
+pub use nomad::NomadScheduler;
+pub use pool::Observation;
 pub use pool::Pool;
 pub use scheduler::Scheduler;
 pub use scheduler::SchedulerFuture;
@@ -75,6 +93,9 @@ pub enum Error {
     /// The server holding the lease answered too slowly or cut its answer short.
     #[error("the slot's server did not answer in time: {0}")]
     Upstream(String),
+    /// The pool is shutting down.
+    #[error("the pool is shutting down")]
+    ShuttingDown,
     /// The pool failed.
     #[error("{0}")]
     Internal(String),
@@ -123,7 +144,9 @@ fn code_text(code: &slotbox_client::ErrorCode) -> String {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
-            Error::NoSlot(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::NO_SLOT.to_owned()),
+            Error::NoSlot(_) | Error::ShuttingDown => {
+                (StatusCode::SERVICE_UNAVAILABLE, codes::NO_SLOT.to_owned())
+            }
             Error::UnknownLease(_) => (StatusCode::NOT_FOUND, codes::UNKNOWN_LEASE.to_owned()),
             Error::SlotLost(_) => (StatusCode::GONE, codes::SLOT_LOST.to_owned()),
             Error::Server { status, code, .. } => (

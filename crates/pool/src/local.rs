@@ -67,15 +67,18 @@ impl LocalScheduler {
     async fn start(&self) -> Result<ServerHandle> {
         let number = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("local-{number}");
+        // A token of its own: the server's loopback port must not be a way around the pool's
+        // authentication (or into another pool's slots) for other local users.
+        let token = uuid::Uuid::new_v4().simple().to_string();
         let mut child = tokio::process::Command::new(&self.config.binary)
             .args(["serve", "--host", "127.0.0.1", "--port", "0", "--slots"])
             .arg(self.config.slots_per_server.to_string())
             .arg("--data-dir")
             .arg(self.data_root.path().join(&id))
             .args(&self.config.serve_args)
-            // The pool's own token is for its clients; a child must not pick it up from the
-            // environment and then refuse the pool (which talks to it on loopback).
-            .env_remove("SLOTBOX_TOKEN")
+            // In the environment, not the command line (`ps` shows command lines); this also
+            // replaces the pool's own token, which is for the pool's clients.
+            .env("SLOTBOX_TOKEN", &token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -116,6 +119,7 @@ impl LocalScheduler {
             id,
             base_url,
             slots: self.config.slots_per_server,
+            token: Some(token),
         })
     }
 

@@ -26,6 +26,9 @@ use crate::Result;
 use crate::scheduler::Scheduler;
 use crate::scheduler::ServerHandle;
 
+/// How long a server that broke a call has to answer its health check before it is taken out.
+const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A server in the pool.
 #[derive(Debug)]
 struct Server {
@@ -33,6 +36,8 @@ struct Server {
     client: Client,
     /// Slots not held by a pool lease.
     free: usize,
+    /// Since when every slot has been free (scaling down retires long-idle servers).
+    idle_since: Option<tokio::time::Instant>,
 }
 
 /// Where a pool lease lives.
@@ -58,6 +63,10 @@ struct State {
     leases: HashMap<String, Placement>,
     /// Leases whose server was lost, answered `slot_lost` (kept so clients learn why).
     lost: HashMap<String, Gone>,
+    /// Acquires waiting for a slot right now, and since when some have been waiting without a
+    /// break (scaling up answers sustained waiting).
+    waiters: usize,
+    waiting_since: Option<tokio::time::Instant>,
 }
 
 /// The slot pool.
@@ -72,6 +81,67 @@ pub struct Pool {
     /// Permits still to take out of circulation for slots of lost servers (they may be held by
     /// waiters at the moment of the loss, so they are retired as they come back).
     retire: AtomicUsize,
+    /// Stops of lost servers still running (their containers or allocations are freed in the
+    /// background so the client hears `slot_lost` at once; shutdown waits for them).
+    stopping: Mutex<tokio::task::JoinSet<()>>,
+    /// Servers being started right now.
+    starting: AtomicUsize,
+    counters: crate::metrics::Counters,
+}
+
+/// What the autoscaler sees of the pool at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    /// Live servers: (id, since when all its slots are free), oldest first.
+    pub servers: Vec<(String, Option<tokio::time::Instant>)>,
+    /// Servers being started.
+    pub starting: usize,
+    /// Acquires waiting for a slot.
+    pub waiters: usize,
+    /// Since when acquires have been waiting without a break.
+    pub waiting_since: Option<tokio::time::Instant>,
+}
+
+/// Counts an acquire as waiting while it lives.
+struct Waiting<'a> {
+    pool: &'a Pool,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(pool: &'a Pool) -> Self {
+        let mut state = pool.state();
+        state.waiters += 1;
+        if state.waiting_since.is_none() {
+            state.waiting_since = Some(tokio::time::Instant::now());
+        }
+        Self { pool }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut state = self.pool.state();
+        state.waiters -= 1;
+        if state.waiters == 0 {
+            state.waiting_since = None;
+        }
+    }
+}
+
+/// Counts a server start while it lives.
+struct Starting<'a>(&'a AtomicUsize);
+
+impl<'a> Starting<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter)
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A slot taken from a server's free count for an acquire in progress; given back on drop.
@@ -98,6 +168,9 @@ impl Pool {
             token,
             expiry_changed: tokio::sync::Notify::new(),
             retire: AtomicUsize::new(0),
+            stopping: Mutex::new(tokio::task::JoinSet::new()),
+            starting: AtomicUsize::new(0),
+            counters: crate::metrics::Counters::default(),
         })
     }
 
@@ -160,9 +233,16 @@ impl Pool {
 
     /// Starts a server and adds its slots.
     pub async fn add_server(&self) -> Result<()> {
-        let handle = self.scheduler.start_server().await?;
+        let _starting = Starting::new(&self.starting);
+        let handle = match self.scheduler.start_server().await {
+            Ok(handle) => handle,
+            Err(error) => {
+                self.counters.server_start_failures.inc();
+                return Err(error);
+            }
+        };
         let mut client = Client::new(&handle.base_url);
-        if let Some(token) = &self.token {
+        if let Some(token) = handle.token.as_ref().or(self.token.as_ref()) {
             client = client.with_token(token);
         }
         // Readiness: the server answers its health check before its slots are used.
@@ -175,9 +255,27 @@ impl Pool {
             handle,
             client,
             free: slots,
+            idle_since: Some(tokio::time::Instant::now()),
         });
         self.permits.add_permits(slots);
+        self.counters.servers_started.inc();
         Ok(())
+    }
+
+    /// The Prometheus text exposition of the pool's metrics.
+    pub fn metrics_text(&self) -> String {
+        let snapshot = {
+            let state = self.state();
+            crate::metrics::Snapshot {
+                servers: state.servers.len(),
+                starting: self.starting.load(Ordering::Acquire),
+                slots: state.servers.iter().map(|server| server.handle.slots).sum(),
+                free: state.servers.iter().map(|server| server.free).sum(),
+                leases: state.leases.len(),
+                waiters: state.waiters,
+            }
+        };
+        crate::metrics::render(&self.counters, &snapshot, self.scheduler.name())
     }
 
     /// Every server's id and base URL.
@@ -226,10 +324,16 @@ impl Pool {
     ) -> Result<Lease> {
         let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
         let (server_id, client) = loop {
-            let permit = tokio::time::timeout_at(deadline, self.permits.acquire())
-                .await
-                .map_err(|_| Error::NoSlot(wait))?
-                .map_err(|_| Error::Internal("pool semaphore closed".to_owned()))?;
+            let permit = match self.permits.try_acquire() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    let _waiting = Waiting::new(self);
+                    tokio::time::timeout_at(deadline, self.permits.acquire())
+                        .await
+                        .map_err(|_| Error::NoSlot(wait))?
+                        .map_err(|_| Error::ShuttingDown)?
+                }
+            };
             permit.forget();
             // A permit owed to a lost server's slots is retired, not used.
             if self
@@ -250,6 +354,7 @@ impl Pool {
                 .max_by_key(|server| server.free);
             if let Some(server) = best {
                 server.free -= 1;
+                server.idle_since = None;
                 break (server.handle.id.clone(), server.client.clone());
             }
             // Its slot's server was lost meanwhile: that permit is gone with it; wait again.
@@ -278,6 +383,7 @@ impl Pool {
                     },
                 );
                 claim.server = None;
+                self.counters.leases_granted.inc();
                 self.expiry_changed.notify_one();
                 Ok(Lease {
                     lease_id: pool_lease,
@@ -304,9 +410,66 @@ impl Pool {
             .find(|server| server.handle.id == server_id)
         {
             server.free += 1;
+            if server.free == server.handle.slots {
+                server.idle_since = Some(tokio::time::Instant::now());
+            }
             drop(state);
             self.permits.add_permits(1);
         }
+    }
+
+    /// What the autoscaler needs to decide.
+    pub fn observe(&self) -> Observation {
+        let state = self.state();
+        Observation {
+            servers: state
+                .servers
+                .iter()
+                .map(|server| (server.handle.id.clone(), server.idle_since))
+                .collect(),
+            starting: self.starting.load(Ordering::Acquire),
+            waiters: state.waiters,
+            waiting_since: state.waiting_since,
+        }
+    }
+
+    /// Gives an idle server back to the scheduler (scaling down). Returns `false`, changing
+    /// nothing, if it is not idle any more (a lease got there first).
+    pub async fn retire_idle_server(&self, server_id: &str) -> Result<bool> {
+        let server = {
+            let mut state = self.state();
+            let Some(index) = state.servers.iter().position(|server| {
+                server.handle.id == server_id && server.free == server.handle.slots
+            }) else {
+                return Ok(false);
+            };
+            // Its free slots leave the pool first, so no acquire can land on it.
+            let slots = state.servers[index].free;
+            match self
+                .permits
+                .try_acquire_many(u32::try_from(slots).unwrap_or(u32::MAX))
+            {
+                Ok(permits) => permits.forget(),
+                Err(_) => return Ok(false),
+            }
+            state.servers.remove(index)
+        };
+        tracing::info!(server = server_id, "retiring an idle server");
+        if let Err(error) = self.scheduler.retire_server(server_id).await {
+            // Not retired after all (e.g. Nomad could not lower the count just now): the server
+            // still runs, so its slots come back rather than leak.
+            let slots = server.free;
+            self.state().servers.push(server);
+            self.permits.add_permits(slots);
+            return Err(error);
+        }
+        self.counters.servers_retired.inc();
+        Ok(true)
+    }
+
+    /// Which of `idle` (oldest first) the scheduler would rather retire.
+    pub fn pick_retiree(&self, idle: &[String]) -> Option<String> {
+        self.scheduler.pick_retiree(idle)
     }
 
     /// Where a lease lives, or why it is gone.
@@ -347,12 +510,30 @@ impl Pool {
     }
 
     /// Whether a failed call means its server is gone: it refused the connection, or the call
-    /// broke and the scheduler confirms the server is not running. A slow answer or a cut-off
-    /// body from a running server proves nothing and loses nothing.
+    /// broke and the scheduler says the server is not running, or the server then fails its
+    /// health check too (a container's port proxy may outlive it by a moment, and the engine may
+    /// report a killed container as running for a moment). A slow answer from a server that
+    /// still passes its health check proves nothing and loses nothing.
     async fn server_gone(&self, server_id: &str, error: &slotbox_client::Error) -> bool {
         match error {
             slotbox_client::Error::Transport { source, .. } => {
-                source.is_connect() || !self.scheduler.is_alive(server_id).await
+                if source.is_connect() || !self.scheduler.is_alive(server_id).await {
+                    return true;
+                }
+                let client = self
+                    .state()
+                    .servers
+                    .iter()
+                    .find(|server| server.handle.id == server_id)
+                    .map(|server| server.client.clone());
+                let Some(client) = client else {
+                    // Already taken out by another call.
+                    return true;
+                };
+                !matches!(
+                    tokio::time::timeout(HEALTH_PROBE_TIMEOUT, client.health()).await,
+                    Ok(Ok(_))
+                )
             }
             slotbox_client::Error::Api { .. } | slotbox_client::Error::Protocol { .. } => false,
         }
@@ -384,7 +565,9 @@ impl Pool {
             .filter(|(_, placement)| placement.server == server_id)
             .map(|(id, _)| id.clone())
             .collect();
+        self.counters.servers_lost.inc();
         for lease in lost {
+            self.counters.leases_lost.inc();
             state.leases.remove(&lease);
             state.lost.insert(lease, Gone::SlotLost);
         }
@@ -400,6 +583,26 @@ impl Pool {
             server = server_id,
             "server lost; its leases answer slot_lost"
         );
+        // What the dead server used (a stopped container, a failed allocation) is freed too.
+        let scheduler = Arc::clone(&self.scheduler);
+        let id = server_id.to_owned();
+        self.stopping_tasks().spawn(async move {
+            if let Err(error) = scheduler.stop_server(&id).await {
+                tracing::warn!(server = id, %error, "could not clean up a lost server");
+            }
+        });
+    }
+
+    fn stopping_tasks(&self) -> MutexGuard<'_, tokio::task::JoinSet<()>> {
+        self.stopping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until every lost server has been cleaned up.
+    pub async fn settle(&self) {
+        let mut tasks = std::mem::take(&mut *self.stopping_tasks());
+        while tasks.join_next().await.is_some() {}
     }
 
     /// Starts a replacement for every lost server (call after `lose_server`).
@@ -430,18 +633,37 @@ impl Pool {
         lost
     }
 
-    /// Stops every server (shutdown).
+    /// Lets the scheduler prepare (reap what a crashed pool left, register a job); call once
+    /// before the first `add_server`.
+    pub async fn prepare(&self) -> Result<()> {
+        self.scheduler.prepare().await
+    }
+
+    /// Stops every server (shutdown), then the scheduler's own shutdown. Waiting acquires are
+    /// answered at once; commands running on the servers are killed by their servers, which
+    /// answer those calls before they exit.
     pub async fn shutdown(&self) {
+        self.permits.close();
+        if self.scheduler.shutdown_stops_servers() {
+            // Stopping servers one by one would only make the scheduler replace them.
+            self.state().servers.clear();
+        }
         let ids: Vec<String> = self
             .state()
             .servers
             .drain(..)
             .map(|server| server.handle.id)
             .collect();
-        for id in ids {
-            if let Err(error) = self.scheduler.stop_server(&id).await {
+        // All at once: each stop may take its grace period.
+        let stops = ids.iter().map(|id| async move {
+            if let Err(error) = self.scheduler.stop_server(id).await {
                 tracing::warn!(server = id, %error, "could not stop a server");
             }
+        });
+        futures_util::future::join_all(stops).await;
+        self.settle().await;
+        if let Err(error) = self.scheduler.shutdown().await {
+            tracing::warn!(%error, "the scheduler's shutdown failed");
         }
     }
 }

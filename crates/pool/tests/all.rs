@@ -380,3 +380,119 @@ fn outcomes_codes(outcomes: &[Result<(), slotbox_client::Error>]) -> Vec<Option<
         .map(|error| error.code().cloned())
         .collect()
 }
+
+/// Polls `condition` until it holds or `within` passes (then fails with `what`).
+async fn eventually(within: std::time::Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sustained_waiting_scales_up_to_max_and_idle_servers_are_retired_down_to_min() {
+    let Some((pool, _scheduler, client, _base)) = pool(1, 1).await else {
+        return;
+    };
+    let policy = slotbox_pool::Autoscale {
+        min: 1,
+        max: 3,
+        slots_per_server: 1,
+        up_after: std::time::Duration::from_millis(200),
+        idle_after: std::time::Duration::from_millis(300),
+        cooldown: std::time::Duration::from_millis(50),
+        max_starting: 2,
+        period: std::time::Duration::from_millis(50),
+    };
+    let autoscaler = tokio::spawn(slotbox_pool::run_autoscaler(Arc::clone(&pool), policy));
+    let held = client
+        .lease(&CreateLease {
+            wait_s: Some(1.0),
+            ..CreateLease::default()
+        })
+        .await
+        .unwrap();
+    // Three clients wait for the one busy slot: the pool grows to its max of three servers
+    // (not four), and two of them get slots on the new servers.
+    let mut waiting = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let client = client.clone();
+        waiting.spawn(async move {
+            client
+                .lease(&CreateLease {
+                    wait_s: Some(60.0),
+                    ..CreateLease::default()
+                })
+                .await
+        });
+    }
+    let mut granted = Vec::new();
+    for _ in 0..2 {
+        granted.push(waiting.join_next().await.unwrap().unwrap().unwrap());
+    }
+    assert_eq!(pool.capacity().0, 3);
+    assert!(pool.observe().starting == 0 && pool.capacity().0 <= 3);
+    // The third waiter gets the first slot given back.
+    client.release(&held.lease_id).await.unwrap();
+    granted.push(waiting.join_next().await.unwrap().unwrap().unwrap());
+    for lease in &granted {
+        client.release(&lease.lease_id).await.unwrap();
+    }
+    // Idle servers are retired, one step at a time, down to min.
+    eventually(
+        std::time::Duration::from_secs(20),
+        "scale down to 1",
+        || pool.capacity() == (1, 1, 1),
+    )
+    .await;
+    // And the one left still serves.
+    let lease = client
+        .lease(&CreateLease {
+            wait_s: Some(5.0),
+            ..CreateLease::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .exec(&lease.lease_id, &command("echo ok"))
+            .await
+            .unwrap()
+            .output,
+        "ok\n"
+    );
+    autoscaler.abort();
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_show_the_fleet_and_what_happened() {
+    let Some((pool, _scheduler, client, base)) = pool(2, 2).await else {
+        return;
+    };
+    let lease = client.lease(&CreateLease::default()).await.unwrap();
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "slotbox_pool_servers 2",
+        "slotbox_pool_slots 4",
+        "slotbox_pool_slots_free 3",
+        "slotbox_pool_leases 1",
+        "slotbox_pool_leases_granted_total 1",
+        "slotbox_pool_servers_started_total 2",
+        "slotbox_pool_servers_lost_total 0",
+        "slotbox_pool_scheduler_info{scheduler=\"local\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing in:\n{text}"
+        );
+    }
+    client.release(&lease.lease_id).await.unwrap();
+    pool.shutdown().await;
+}

@@ -2,6 +2,7 @@
 
 mod exec;
 mod serve;
+mod up;
 
 use std::io::Write;
 use std::process::Command;

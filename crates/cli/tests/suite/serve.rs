@@ -50,7 +50,10 @@ fn serve(extra: &[&str]) -> Served {
 
 /// Starts `slotbox ARGS` and reads its ready line (`slotbox …: listening on http://ADDR …`);
 /// returns the process and ADDR.
-fn listening(args: &[&str], env: &[(&str, &std::path::Path)]) -> (std::process::Child, String) {
+pub(super) fn listening(
+    args: &[&str],
+    env: &[(&str, &std::path::Path)],
+) -> (std::process::Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_slotbox"));
     command
         .args(args)
@@ -73,7 +76,7 @@ fn listening(args: &[&str], env: &[(&str, &std::path::Path)]) -> (std::process::
 }
 
 /// One HTTP/1.1 request; returns (status, body).
-fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+pub(super) fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -94,7 +97,7 @@ fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
-fn lease(address: &str) -> String {
+pub(super) fn lease(address: &str) -> String {
     let (status, body) = http(address, "POST", "/v1/leases", "{}");
     assert_eq!(status, 201, "{body}");
     let value: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -258,21 +261,20 @@ fn slotbox_up_serves_leases_and_stops_its_servers() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("pooled\\nslotbox\\n"), "{body}");
     let pool_pid = child.id() as i32;
+    let servers = super::up::children_of(child.id());
+    assert_eq!(servers.len(), 2, "two server processes");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pool_pid),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
     assert!(child.wait().unwrap().success());
-    // No `slotbox serve` child of this pool is left.
-    let leftover = std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
-        std::fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .and_then(|stat| {
-                let after = &stat[stat.rfind(')')? + 1..];
-                after.split_whitespace().nth(1)?.parse::<i32>().ok()
-            })
-            == Some(pool_pid)
-    });
-    assert!(!leftover, "a sandbox server outlived its pool");
+    // No `slotbox serve` of this pool is left (pids taken before the stop: after it, orphans
+    // would have a new parent).
+    for pid in servers {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "a sandbox server outlived its pool"
+        );
+    }
 }
