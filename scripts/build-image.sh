@@ -33,21 +33,22 @@ command -v docker >/dev/null || { echo "build-image: no docker client" >&2; exit
 # The root filesystem is cached under a tag derived from its recipe.
 recipe_hash=$(printf '%s\n' "$suite" "$mirror" "$packages" "rootfs-v1" | sha256sum | cut -c1-12)
 rootfs_tag="slotbox-rootfs:$suite-$recipe_hash"
+# debootstrap, and the root-owned tree it makes, need root.
+sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
 if ! docker image inspect "$rootfs_tag" >/dev/null 2>&1; then
   if ! command -v debootstrap >/dev/null; then
     echo "build-image: installing debootstrap" >&2
-    sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq debootstrap >/dev/null
   fi
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
+  trap '"${sudo[@]}" rm -rf "$work"' EXIT
   echo "build-image: debootstrap $suite ($packages) — once per recipe" >&2
-  debootstrap --variant=minbase --include="$packages" "$suite" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
+  "${sudo[@]}" debootstrap --variant=minbase --include="$packages" "$suite" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
     || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
-  rm -rf "$work"/rootfs/var/cache/apt/archives/*.deb "$work"/rootfs/var/lib/apt/lists/*
-  tar -C "$work/rootfs" --numeric-owner -c . | docker import - "$rootfs_tag" >/dev/null
-  rm -rf "$work"
+  "${sudo[@]}" sh -c 'rm -rf "$1"/rootfs/var/cache/apt/archives/*.deb "$1"/rootfs/var/lib/apt/lists/*' sh "$work"
+  "${sudo[@]}" tar -C "$work/rootfs" --numeric-owner -c . | docker import - "$rootfs_tag" >/dev/null
+  "${sudo[@]}" rm -rf "$work"
   trap - EXIT
 fi
 

@@ -11,15 +11,27 @@ if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
     mount -o remount,rw /sys/fs/cgroup 2>/dev/null || true
   fi
 else
-  # cgroup v1: the controllers slotbox uses, each mounted afresh at the namespace's root.
-  for controller in memory pids cpu; do
-    dir=/sys/fs/cgroup/$controller
-    [ -d "$dir" ] || continue
-    if ! touch "$dir/.slotbox-probe" 2>/dev/null; then
-      umount "$dir" 2>/dev/null && mount -t cgroup -o "$controller" cgroup "$dir" 2>/dev/null || true
-    else
+  # cgroup v1: each hierarchy holding a controller slotbox uses, mounted afresh (writable) at the
+  # namespace's root, with the controllers it has (e.g. `cpu,cpuacct` together on systemd
+  # hosts; a mount with fewer would fail as busy). A trial mount elsewhere must work first, so
+  # a failure never leaves a hierarchy unmounted.
+  trial=/run/slotbox-cgroup-trial
+  awk '$9 == "cgroup" { print $5, $NF }' /proc/self/mountinfo | while read -r dir options; do
+    controllers=$(printf '%s' "$options" | tr ',' '\n' | grep -v -x -e rw -e ro | paste -sd, -)
+    case ",$controllers," in
+      *,memory,*|*,pids,*|*,cpu,*) ;;
+      *) continue ;;
+    esac
+    if touch "$dir/.slotbox-probe" 2>/dev/null; then
       rm -f "$dir/.slotbox-probe"
+      continue
+    fi
+    mkdir -p "$trial"
+    if mount -t cgroup -o "$controllers" cgroup "$trial" 2>/dev/null; then
+      umount "$trial"
+      umount "$dir" && mount -t cgroup -o "$controllers" cgroup "$dir" || true
     fi
   done
+  rmdir "$trial" 2>/dev/null || true
 fi
 exec /usr/local/bin/slotbox "$@"

@@ -259,16 +259,34 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitStatus> {
     let scheduler = scheduler(&settings, &args, &file)?;
     let pool = Pool::new(scheduler, None);
     slotbox_pool::start_background(&pool);
-    pool.prepare().await.context("preparing the scheduler")?;
-    // The first `min` servers, a few at a time (no start storm), before the pool listens.
-    let started: Vec<_> = futures_util::stream::iter(0..settings.autoscale.min)
-        .map(|_| pool.add_server())
-        .buffer_unordered(settings.autoscale.max_starting)
-        .collect()
-        .await;
-    if let Some(Err(error)) = started.into_iter().find(Result::is_err) {
-        pool.shutdown().await;
-        return Err(error).context("starting a sandbox server");
+    // Listening for SIGTERM/SIGINT from here: a stop during the (possibly long) start-up must
+    // stop what was started, not leave it behind.
+    let mut signal = Box::pin(crate::serve::shutdown_signal());
+    let startup = async {
+        pool.prepare().await.context("preparing the scheduler")?;
+        // The first `min` servers, a few at a time (no start storm), before the pool listens.
+        let started: Vec<_> = futures_util::stream::iter(0..settings.autoscale.min)
+            .map(|_| pool.add_server())
+            .buffer_unordered(settings.autoscale.max_starting)
+            .collect()
+            .await;
+        match started.into_iter().find(Result::is_err) {
+            Some(Err(error)) => Err(error).context("starting a sandbox server"),
+            _ => Ok(()),
+        }
+    };
+    tokio::select! {
+        started = startup => {
+            if let Err(error) = started {
+                pool.shutdown().await;
+                return Err(error);
+            }
+        }
+        () = &mut signal => {
+            tracing::info!("stopped during start-up: stopping every server");
+            pool.shutdown().await;
+            return Ok(ExitStatus::Command(0));
+        }
     }
     let listener = match tokio::net::TcpListener::bind((settings.host, settings.port)).await {
         Ok(listener) => listener,
@@ -291,7 +309,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitStatus> {
     let stopper = {
         let pool = Arc::clone(&pool);
         tokio::spawn(async move {
-            crate::serve::shutdown_signal().await;
+            signal.await;
             tracing::info!("shutting down: stopping every server");
             autoscaler.abort();
             let _ = stopping_tx.send(());

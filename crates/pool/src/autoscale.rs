@@ -143,6 +143,9 @@ pub fn decide(policy: &Autoscale, seen: &Observation, now: Instant, history: His
 /// scales up and down.
 pub async fn run(pool: Arc<Pool>, policy: Autoscale) {
     let mut history = History::default();
+    // One retirement at a time, in the background: a stop may take its grace period, during
+    // which life checks and repairs must go on.
+    let retiring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let mut interval = tokio::time::interval(policy.period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -175,13 +178,23 @@ pub async fn run(pool: Arc<Pool>, policy: Autoscale) {
                 tokio::task::yield_now().await;
             }
             Decision::Retire(idle) => {
+                if retiring.load(std::sync::atomic::Ordering::Acquire) {
+                    continue;
+                }
                 if let Some(id) = pool.pick_retiree(&idle) {
                     history.last_step = Some(now);
-                    match pool.retire_idle_server(&id).await {
-                        Ok(true) => tracing::info!(server = id, "retired an idle server"),
-                        Ok(false) => {}
-                        Err(error) => tracing::warn!(server = id, %error, "retiring failed"),
-                    }
+                    retiring.store(true, std::sync::atomic::Ordering::Release);
+                    let pool = Arc::clone(&pool);
+                    let retiring = Arc::clone(&retiring);
+                    tokio::spawn(async move {
+                        match pool.retire_idle_server(&id).await {
+                            Ok(true) => tracing::info!(server = id, "retired an idle server"),
+                            Ok(false) => {}
+                            // The server is back in the pool; a later look may try again.
+                            Err(error) => tracing::warn!(server = id, %error, "retiring failed"),
+                        }
+                        retiring.store(false, std::sync::atomic::Ordering::Release);
+                    });
                 }
             }
         }

@@ -238,10 +238,8 @@ impl DockerScheduler {
                 "removing containers an earlier pool of this name left behind"
             );
         }
-        for id in leftovers {
-            self.remove(&id, Duration::ZERO).await?;
-        }
-        Ok(())
+        drop(leftovers);
+        self.sweep().await
     }
 
     async fn start(&self) -> Result<ServerHandle> {
@@ -347,7 +345,12 @@ impl DockerScheduler {
                     short(id)
                 ))
             })?;
-        Ok(format!("http://{}:{port}", self.config.publish_ip))
+        // An IPv6 address needs brackets in a URL.
+        let host = match self.config.publish_ip.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => self.config.publish_ip.clone(),
+        };
+        Ok(format!("http://{host}:{port}"))
     }
 
     async fn stop(&self, id: &str) -> Result<()> {
@@ -420,12 +423,21 @@ impl DockerScheduler {
         }
     }
 
+    /// Removes every container labelled with this pool's name; tries them all, then reports
+    /// the failures together.
     async fn sweep(&self) -> Result<()> {
+        let mut failures = Vec::new();
         for id in self.labelled_containers().await? {
-            self.remove(&id, Duration::ZERO).await?;
+            if let Err(error) = self.remove(&id, Duration::ZERO).await {
+                failures.push(error.to_string());
+            }
         }
         self.containers().clear();
-        Ok(())
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Scheduler(failures.join("; ")))
+        }
     }
 }
 

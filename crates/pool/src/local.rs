@@ -53,6 +53,11 @@ impl LocalScheduler {
         })
     }
 
+    /// Where the servers' data directories are (their command lines name it).
+    pub fn data_root(&self) -> &std::path::Path {
+        self.data_root.path()
+    }
+
     /// The process id of server `id` (for operators and fault tests).
     pub fn server_pid(&self, id: &str) -> Option<u32> {
         self.children().get(id).and_then(tokio::process::Child::id)

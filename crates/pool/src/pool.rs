@@ -86,6 +86,10 @@ pub struct Pool {
     stopping: Mutex<tokio::task::JoinSet<()>>,
     /// Servers being started right now.
     starting: AtomicUsize,
+    /// Signalled whenever a start ends.
+    starts_done: tokio::sync::Notify,
+    /// Set once by `shutdown`: no server is added from then on.
+    shutting_down: std::sync::atomic::AtomicBool,
     counters: crate::metrics::Counters,
 }
 
@@ -128,19 +132,20 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Counts a server start while it lives.
-struct Starting<'a>(&'a AtomicUsize);
+/// Counts a server start while it lives (shutdown waits for the count to reach zero).
+struct Starting<'a>(&'a AtomicUsize, &'a tokio::sync::Notify);
 
 impl<'a> Starting<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
+    fn new(counter: &'a AtomicUsize, done: &'a tokio::sync::Notify) -> Self {
         counter.fetch_add(1, Ordering::AcqRel);
-        Self(counter)
+        Self(counter, done)
     }
 }
 
 impl Drop for Starting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.notify_waiters();
     }
 }
 
@@ -170,6 +175,8 @@ impl Pool {
             retire: AtomicUsize::new(0),
             stopping: Mutex::new(tokio::task::JoinSet::new()),
             starting: AtomicUsize::new(0),
+            starts_done: tokio::sync::Notify::new(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             counters: crate::metrics::Counters::default(),
         })
     }
@@ -233,7 +240,10 @@ impl Pool {
 
     /// Starts a server and adds its slots.
     pub async fn add_server(&self) -> Result<()> {
-        let _starting = Starting::new(&self.starting);
+        let starting = Starting::new(&self.starting, &self.starts_done);
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
         let handle = match self.scheduler.start_server().await {
             Ok(handle) => handle,
             Err(error) => {
@@ -245,21 +255,52 @@ impl Pool {
         if let Some(token) = handle.token.as_ref().or(self.token.as_ref()) {
             client = client.with_token(token);
         }
-        // Readiness: the server answers its health check before its slots are used.
-        let health = client.health().await.map_err(|error| {
-            Error::Scheduler(format!("server {} is not ready: {error}", handle.id))
-        })?;
-        tracing::info!(server = %handle.id, url = %handle.base_url, slots = health.slots, "server added");
+        // Readiness: the server answers its health check before its slots are used. One that
+        // does not is stopped, not left running unused.
+        let health = match client.health().await {
+            Ok(health) => health,
+            Err(error) => {
+                self.counters.server_start_failures.inc();
+                self.stop_quietly(&handle.id).await;
+                return Err(Error::Scheduler(format!(
+                    "server {} is not ready: {error}",
+                    handle.id
+                )));
+            }
+        };
         let slots = health.slots;
-        self.state().servers.push(Server {
-            handle,
-            client,
-            free: slots,
-            idle_since: Some(tokio::time::Instant::now()),
-        });
-        self.permits.add_permits(slots);
-        self.counters.servers_started.inc();
-        Ok(())
+        {
+            let mut state = self.state();
+            // Shutdown began while this server started: it would be missed by the shutdown's
+            // stops, so it is stopped here (the shutdown waits for this).
+            if !self.shutting_down.load(Ordering::Acquire) {
+                tracing::info!(server = %handle.id, url = %handle.base_url, slots, "server added");
+                state.servers.push(Server {
+                    handle,
+                    client,
+                    free: slots,
+                    idle_since: Some(tokio::time::Instant::now()),
+                });
+                drop(state);
+                self.permits.add_permits(slots);
+                self.counters.servers_started.inc();
+                return Ok(());
+            }
+        }
+        self.stop_quietly(&handle.id).await;
+        drop(starting);
+        Err(Error::ShuttingDown)
+    }
+
+    /// Whether `shutdown` has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    async fn stop_quietly(&self, server_id: &str) {
+        if let Err(error) = self.scheduler.stop_server(server_id).await {
+            tracing::warn!(server = server_id, %error, "could not stop a server");
+        }
     }
 
     /// The Prometheus text exposition of the pool's metrics.
@@ -357,7 +398,13 @@ impl Pool {
                 server.idle_since = None;
                 break (server.handle.id.clone(), server.client.clone());
             }
-            // Its slot's server was lost meanwhile: that permit is gone with it; wait again.
+            // Its slot's server was lost meanwhile (the permit was taken before the loss could
+            // take it out): it pays that loss's debt, if any, and is gone; wait again.
+            let _ = self
+                .retire
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |owed| {
+                    owed.checked_sub(1)
+                });
         };
         // If this future is dropped from here on (the client went away), the slot comes back.
         let mut claim = Claim {
@@ -373,7 +420,17 @@ impl Pool {
             Ok(lease) => {
                 let pool_lease = uuid::Uuid::new_v4().simple().to_string();
                 let slot_id = format!("{server_id}/{}", lease.slot_id);
-                self.state().leases.insert(
+                let mut state = self.state();
+                // The server was lost while the lease was being made: not a live lease.
+                if !state
+                    .servers
+                    .iter()
+                    .any(|server| server.handle.id == server_id)
+                {
+                    drop(state);
+                    return Err(Error::SlotLost(format!("(a new lease on {server_id})")));
+                }
+                state.leases.insert(
                     pool_lease.clone(),
                     Placement {
                         server: server_id,
@@ -382,6 +439,7 @@ impl Pool {
                         expires_at: instant_of(&lease.expires_at),
                     },
                 );
+                drop(state);
                 claim.server = None;
                 self.counters.leases_granted.inc();
                 self.expiry_changed.notify_one();
@@ -459,8 +517,15 @@ impl Pool {
             // Not retired after all (e.g. Nomad could not lower the count just now): the server
             // still runs, so its slots come back rather than leak.
             let slots = server.free;
-            self.state().servers.push(server);
-            self.permits.add_permits(slots);
+            let mut state = self.state();
+            if self.shutting_down.load(Ordering::Acquire) {
+                drop(state);
+                self.stop_quietly(server_id).await;
+            } else {
+                state.servers.push(server);
+                drop(state);
+                self.permits.add_permits(slots);
+            }
             return Err(error);
         }
         self.counters.servers_retired.inc();
@@ -573,12 +638,18 @@ impl Pool {
         }
         drop(state);
         // Its free slots' permits leave the pool (those of leased slots were already taken).
-        if let Ok(permits) = self
-            .permits
-            .try_acquire_many(u32::try_from(server.free).unwrap_or(u32::MAX))
-        {
-            permits.forget();
+        // Those held right now by acquires in progress become a debt, paid as they come back.
+        let mut taken = 0;
+        while taken < server.free {
+            match self.permits.try_acquire() {
+                Ok(permit) => {
+                    permit.forget();
+                    taken += 1;
+                }
+                Err(_) => break,
+            }
         }
+        self.retire.fetch_add(server.free - taken, Ordering::AcqRel);
         tracing::warn!(
             server = server_id,
             "server lost; its leases answer slot_lost"
@@ -643,6 +714,12 @@ impl Pool {
     /// answered at once; commands running on the servers are killed by their servers, which
     /// answer those calls before they exit.
     pub async fn shutdown(&self) {
+        {
+            // Under the state lock, so a start finishing now either added its server before
+            // (and is stopped below) or sees the flag (and stops it itself).
+            let _state = self.state();
+            self.shutting_down.store(true, Ordering::Release);
+        }
         self.permits.close();
         if self.scheduler.shutdown_stops_servers() {
             // Stopping servers one by one would only make the scheduler replace them.
@@ -661,6 +738,14 @@ impl Pool {
             }
         });
         futures_util::future::join_all(stops).await;
+        // Starts in flight stop their own servers (they saw the flag); wait for them.
+        loop {
+            let done = self.starts_done.notified();
+            if self.starting.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            done.await;
+        }
         self.settle().await;
         if let Err(error) = self.scheduler.shutdown().await {
             tracing::warn!(%error, "the scheduler's shutdown failed");

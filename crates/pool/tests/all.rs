@@ -496,3 +496,91 @@ async fn metrics_show_the_fleet_and_what_happened() {
     client.release(&lease.lease_id).await.unwrap();
     pool.shutdown().await;
 }
+
+/// A local scheduler whose starts, once their server runs, wait for the test's go-ahead: the
+/// window between "a server exists" and "the pool has it" made as wide as a test needs.
+#[derive(Debug)]
+struct Gated {
+    inner: LocalScheduler,
+    started: tokio::sync::Notify,
+    go: tokio::sync::Semaphore,
+}
+
+impl slotbox_pool::Scheduler for Gated {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    fn start_server(
+        &self,
+    ) -> slotbox_pool::SchedulerFuture<'_, slotbox_pool::Result<slotbox_pool::ServerHandle>> {
+        Box::pin(async move {
+            let handle = self.inner.start_server().await?;
+            self.started.notify_one();
+            self.go.acquire().await.unwrap().forget();
+            Ok(handle)
+        })
+    }
+
+    fn stop_server<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> slotbox_pool::SchedulerFuture<'a, slotbox_pool::Result<()>> {
+        self.inner.stop_server(id)
+    }
+
+    fn is_alive<'a>(&'a self, id: &'a str) -> slotbox_pool::SchedulerFuture<'a, bool> {
+        self.inner.is_alive(id)
+    }
+}
+
+#[tokio::test]
+async fn a_server_still_starting_when_shutdown_begins_is_stopped_too() {
+    let binary = match slotbox_test_support::workspace_binary("slotbox") {
+        Ok(binary) => binary,
+        Err(reason) => {
+            slotbox_test_support::require("the slotbox binary", Err(reason));
+            return;
+        }
+    };
+    let scheduler = Arc::new(Gated {
+        inner: LocalScheduler::new(LocalConfig {
+            binary,
+            slots_per_server: 1,
+            serve_args: Vec::new(),
+        })
+        .unwrap(),
+        started: tokio::sync::Notify::new(),
+        go: tokio::sync::Semaphore::new(0),
+    });
+    let needle = scheduler.inner.data_root().display().to_string();
+    let pool = Pool::new(scheduler.clone(), None);
+    let adding = {
+        let pool = Arc::clone(&pool);
+        tokio::spawn(async move { pool.add_server().await })
+    };
+    // The server runs, but the pool does not have it yet.
+    scheduler.started.notified().await;
+    assert!(slotbox_test_support::process_alive(&needle));
+    let shutdown = {
+        let pool = Arc::clone(&pool);
+        tokio::spawn(async move { pool.shutdown().await })
+    };
+    // The shutdown has begun (it waits for the start); now the start may finish.
+    eventually(std::time::Duration::from_secs(10), "shutdown began", || {
+        pool.is_shutting_down()
+    })
+    .await;
+    scheduler.go.add_permits(1);
+    shutdown.await.unwrap();
+    let added = adding.await.unwrap();
+    assert!(
+        added.is_err(),
+        "a server was added after shutdown: {added:?}"
+    );
+    assert_eq!(pool.capacity().0, 0);
+    assert!(
+        !slotbox_test_support::process_alive(&needle),
+        "a server outlived the shutdown"
+    );
+}

@@ -134,6 +134,15 @@ async fn containers_serve_isolated_slots_and_are_removed_at_shutdown() {
         .await
         .unwrap();
     assert_eq!(result.output, "v /tmp\n");
+    // A slot's commands have no capabilities (nothing to remount the container's system with).
+    let result = client
+        .exec(
+            &lease.lease_id,
+            &ExecBody::new("grep ^CapEff: /proc/self/status"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.output, "CapEff:\t0000000000000000\n");
     // A slot has no network (the sandbox inside the container unshares it).
     let result = client
         .exec(&lease.lease_id, &ExecBody::new("cat /proc/net/dev | wc -l"))

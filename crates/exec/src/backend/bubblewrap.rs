@@ -116,6 +116,9 @@ fn sandbox_args(
         "--unshare-uts",
         "--unshare-cgroup-try",
     ]);
+    // bwrap started by root keeps every capability inside the sandbox unless told otherwise:
+    // CAP_SYS_ADMIN there could remount the read-only binds writable and write to the host.
+    push(&["--cap-drop", "ALL"]);
     if config.network == Network::Off {
         push(&["--unshare-net"]);
     }

@@ -39,6 +39,33 @@ async fn workspace_is_writable_system_is_read_only() {
 }
 
 #[tokio::test]
+async fn commands_have_no_capabilities_and_cannot_remount_the_system_writable() {
+    let Some(Backend::Bubblewrap(config)) = bubblewrap().await else {
+        return;
+    };
+    // Per-call sandboxes and the long-lived one with its agent: both, also when slotbox runs
+    // as root (bwrap keeps all capabilities for root unless told to drop them).
+    for backend in [
+        Backend::Bubblewrap(config.clone()),
+        Backend::Bubblewrap(super::with_agent(config)),
+    ] {
+        let mut f = fixture(&backend).await;
+        let r = f
+            .run("grep -E '^Cap(Eff|Prm|Bnd):' /proc/self/status")
+            .await;
+        assert_eq!(
+            r.output,
+            "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n"
+        );
+        let r = f
+            .run("mount -o remount,rw,bind /usr 2>&1; touch /usr/slotbox-probe 2>&1; echo $?")
+            .await;
+        assert!(r.output.trim_end().ends_with('1'), "{}", r.output);
+        assert!(!std::path::Path::new("/usr/slotbox-probe").exists());
+    }
+}
+
+#[tokio::test]
 async fn host_home_other_workspaces_and_secrets_are_invisible() {
     let Some(mut f) = sandbox().await else { return };
     let other = tempfile::tempdir().unwrap();

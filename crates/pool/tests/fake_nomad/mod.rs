@@ -566,12 +566,17 @@ fn kill_tree(pid: u32) {
     }
 }
 
-/// A port nothing listens on right now (the task binds it a moment later; another process could
-/// take it in between, a race the fake accepts).
+/// A port nothing listens on right now, from Nomad's default dynamic port range (20000–32000),
+/// as Nomad does. That range lies below Linux's ephemeral ports (32768–60999 by default), so
+/// the `bind(:0)` of other tests running at once never takes it between this check and the
+/// task's own bind; a random start keeps concurrent test processes apart.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind((NODE_IP, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    let start = u16::try_from(uuid::Uuid::new_v4().as_u128() % u128::from(SPAN)).unwrap_or(0);
+    (0..SPAN)
+        .map(|offset| LOW + (start + offset) % SPAN)
+        .find(|port| std::net::TcpListener::bind((NODE_IP, *port)).is_ok())
         .unwrap_or(0)
 }
 
