@@ -48,6 +48,10 @@ pub(crate) struct BenchExecArgs {
     /// Skip the bwrap cases (on a host without bubblewrap).
     #[arg(long)]
     no_bwrap: bool,
+    /// Also measure the docker backend with this image, against `docker exec` of `true` in a
+    /// container of the same image.
+    #[arg(long)]
+    docker_image: Option<String>,
 }
 
 pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<ExitStatus> {
@@ -190,6 +194,7 @@ async fn bench_exec(args: BenchExecArgs) -> anyhow::Result<ExitStatus> {
         let floor_name = match backend {
             Backend::Local => "floor: bare `bash -c true`",
             Backend::Bubblewrap(_) => "floor: bare bwrap argv, `bash -c true`",
+            Backend::Docker(_) => "floor: docker exec `true`",
         };
         print_row(floor_name, &floor, floor_p50);
         print_row(
@@ -207,6 +212,9 @@ async fn bench_exec(args: BenchExecArgs) -> anyhow::Result<ExitStatus> {
             }
         }
     }
+    if let Some(image) = &args.docker_image {
+        bench_docker(&args, image, workspace.path(), &mut missed).await?;
+    }
     if missed.is_empty() {
         println!("targets: met (session call p50 <= 1.5x its floor)");
     }
@@ -214,6 +222,119 @@ async fn bench_exec(args: BenchExecArgs) -> anyhow::Result<ExitStatus> {
         println!("target missed: {miss}");
     }
     Ok(ExitStatus::Command(0))
+}
+
+/// The docker backend against `docker exec` (create, start attached, read to the end, inspect
+/// for the exit code: what running a command in a container through the Engine API costs) of
+/// `true` in a container of the same image, interleaved.
+async fn bench_docker(
+    args: &BenchExecArgs,
+    image: &str,
+    workspace: &std::path::Path,
+    missed: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let docker = bollard::Docker::connect_with_local_defaults()?
+        .negotiate_version()
+        .await?;
+    let floor_container = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            bollard::models::ContainerCreateBody {
+                image: Some(image.to_owned()),
+                entrypoint: Some(vec!["sleep".to_owned()]),
+                cmd: Some(vec!["infinity".to_owned()]),
+                network_disabled: Some(true),
+                host_config: Some(bollard::models::HostConfig {
+                    auto_remove: Some(true),
+                    network_mode: Some("none".to_owned()),
+                    init: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .context("creating the floor's container")?
+        .id;
+    let remove = || async {
+        let _ = docker
+            .remove_container(
+                &floor_container,
+                Some(bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+    };
+    let measured = async {
+        docker
+            .start_container(
+                &floor_container,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await?;
+        let agent = slotbox_exec::AgentCommand {
+            program: std::env::current_exe()?,
+            args: vec!["__sandbox-agent".to_owned()],
+        };
+        let backend = Backend::Docker(slotbox_exec::DockerConfig::new(image, agent));
+        let mut session = Session::start(SessionConfig::new(backend.clone(), workspace))
+            .await
+            .context("starting a docker session")?;
+        let requests = [ExecRequest::new("true"), ExecRequest::new("echo hi")];
+        let mut floor = Samples(Vec::new());
+        let mut calls = [Samples(Vec::new()), Samples(Vec::new())];
+        for round in 0..args.warmup + args.iterations {
+            let counted = round >= args.warmup;
+            let started = Instant::now();
+            let exec = docker
+                .create_exec(
+                    &floor_container,
+                    bollard::models::ExecConfig {
+                        cmd: Some(vec!["true".to_owned()]),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            if let bollard::exec::StartExecResults::Attached { mut output, .. } =
+                docker.start_exec(&exec.id, None).await?
+            {
+                while output.next().await.is_some() {}
+            }
+            let code = docker.inspect_exec(&exec.id).await?.exit_code;
+            anyhow::ensure!(code == Some(0), "docker exec true: {code:?}");
+            if counted {
+                floor.0.push(started.elapsed());
+            }
+            for (request, samples) in requests.iter().zip(calls.iter_mut()) {
+                let started = Instant::now();
+                let result = session.exec(request).await?;
+                anyhow::ensure!(result.exit_code == 0, "{result:?}");
+                if counted {
+                    samples.0.push(started.elapsed());
+                }
+            }
+        }
+        let floor_p50 = floor.percentile(50.0);
+        print_row("floor: docker exec `true`", &floor, floor_p50);
+        for (request, samples) in requests.iter().zip(calls.iter()) {
+            let name = format!("docker session: {}", request.command);
+            let ratio = print_row(&name, samples, floor_p50);
+            if ratio > 1.5 {
+                missed.push(format!(
+                    "{name}: p50 {ratio:.2}x the floor (target <= 1.5x)"
+                ));
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    remove().await;
+    measured
 }
 
 fn print_row(name: &str, samples: &Samples, floor_p50: Duration) -> f64 {

@@ -27,6 +27,18 @@ pub(crate) struct BenchPoolArgs {
     /// Servers of the contention case (8 slots each).
     #[arg(long, default_value_t = 8)]
     servers: usize,
+    /// Where servers come from: local processes or Docker containers.
+    #[arg(long, value_enum, default_value = "local")]
+    scheduler: BenchScheduler,
+    /// The image for `--scheduler docker`.
+    #[arg(long, default_value = "slotbox-sandbox:latest")]
+    image: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchScheduler {
+    Local,
+    Docker,
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
@@ -40,31 +52,49 @@ fn ms(duration: Duration) -> f64 {
 }
 
 async fn start_pool(
+    args: &BenchPoolArgs,
     servers: usize,
     slots: usize,
-) -> anyhow::Result<(Arc<slotbox_pool::Pool>, Client)> {
-    let scheduler = Arc::new(slotbox_pool::LocalScheduler::new(
-        slotbox_pool::LocalConfig {
-            binary: std::env::current_exe()?,
-            slots_per_server: slots,
-            serve_args: Vec::new(),
-        },
-    )?);
+) -> anyhow::Result<(Arc<slotbox_pool::Pool>, Client, Vec<Duration>)> {
+    let scheduler: Arc<dyn slotbox_pool::Scheduler> = match args.scheduler {
+        BenchScheduler::Local => Arc::new(slotbox_pool::LocalScheduler::new(
+            slotbox_pool::LocalConfig {
+                binary: std::env::current_exe()?,
+                slots_per_server: slots,
+                serve_args: Vec::new(),
+            },
+        )?),
+        BenchScheduler::Docker => {
+            let mut config = slotbox_pool::DockerConfig::new(slots);
+            config.image = args.image.clone();
+            config.pool_name = format!("bench-{}", std::process::id());
+            Arc::new(slotbox_pool::DockerScheduler::new(config))
+        }
+    };
     let pool = slotbox_pool::Pool::new(scheduler, None);
     slotbox_pool::start_background(&pool);
+    pool.prepare().await.context("preparing the scheduler")?;
+    // Cold server starts, one at a time: from the request to a server whose slots are usable.
+    let mut starts = Vec::new();
     for _ in 0..servers {
+        let started = Instant::now();
         pool.add_server().await.context("starting a server")?;
+        starts.push(started.elapsed());
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let app = slotbox_pool::router(Arc::clone(&pool), None);
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((pool, Client::new(format!("http://{address}"))))
+    Ok((pool, Client::new(format!("http://{address}")), starts))
 }
 
 pub(crate) async fn run(args: BenchPoolArgs) -> anyhow::Result<ExitStatus> {
-    println!("slotbox bench pool: local scheduler, bwrap isolation, loopback, 2 cores");
-    let (pool, client) = start_pool(1, 4).await?;
+    let scheduler = match args.scheduler {
+        BenchScheduler::Local => "local",
+        BenchScheduler::Docker => "docker",
+    };
+    println!("slotbox bench pool: {scheduler} scheduler, bwrap isolation, loopback, 2 cores");
+    let (pool, client, _) = start_pool(&args, 1, 4).await?;
     // Warm acquire: lease and release, the lease timed alone.
     let mut acquire = Vec::new();
     for round in 0..args.iterations + 20 {
@@ -82,8 +112,15 @@ pub(crate) async fn run(args: BenchPoolArgs) -> anyhow::Result<ExitStatus> {
         ms(percentile(&mut acquire, 99.0))
     );
     // Exec through the pool against the server directly, interleaved.
-    let (_, server_url) = pool.servers().into_iter().next().context("no server")?;
-    let direct = Client::new(server_url);
+    let server = pool
+        .server_handles()
+        .into_iter()
+        .next()
+        .context("no server")?;
+    let mut direct = Client::new(server.base_url);
+    if let Some(token) = server.token {
+        direct = direct.with_token(token);
+    }
     let pooled_lease = client.lease(&CreateLease::default()).await?;
     let direct_lease = direct.lease(&CreateLease::default()).await?;
     let body = ExecBody::new("echo hi");
@@ -111,7 +148,13 @@ pub(crate) async fn run(args: BenchPoolArgs) -> anyhow::Result<ExitStatus> {
     pool.shutdown().await;
 
     // Contention: many clients, each lease -> 5 execs -> release, on servers x 8 slots.
-    let (pool, client) = start_pool(args.servers, 8).await?;
+    let (pool, client, mut starts) = start_pool(&args, args.servers, 8).await?;
+    println!(
+        "cold server start (8 slots, until usable): p50 {:.0} ms, max {:.0} ms over {} servers",
+        ms(percentile(&mut starts, 50.0)),
+        ms(percentile(&mut starts, 100.0)),
+        starts.len()
+    );
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.clients {

@@ -6,6 +6,15 @@
 
 /// Default backend of `slotbox exec` (`local` or `bwrap`).
 pub(crate) const SLOTBOX_BACKEND: &str = "SLOTBOX_BACKEND";
+/// Default image of the docker backend of `slotbox exec`.
+pub(crate) const SLOTBOX_DOCKER_IMAGE: &str = "SLOTBOX_DOCKER_IMAGE";
+/// hermes-agent's backend choice, read when `--backend`/`SLOTBOX_BACKEND` are not given, so its
+/// users can switch without rewriting their settings.
+pub(crate) const TERMINAL_ENV: &str = "TERMINAL_ENV";
+/// hermes-agent's docker image setting (alias of `SLOTBOX_DOCKER_IMAGE`, which wins).
+pub(crate) const TERMINAL_DOCKER_IMAGE: &str = "TERMINAL_DOCKER_IMAGE";
+/// hermes-agent's command timeout in seconds (read when `--timeout` is not given).
+pub(crate) const TERMINAL_TIMEOUT: &str = "TERMINAL_TIMEOUT";
 /// The bubblewrap binary to use instead of the first `bwrap` on `PATH`.
 pub(crate) const SLOTBOX_BWRAP: &str = "SLOTBOX_BWRAP";
 /// Log filter for slotbox's own diagnostics on stderr (tracing `EnvFilter` syntax).

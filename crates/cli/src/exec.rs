@@ -27,18 +27,57 @@ pub(crate) enum BackendName {
     Local,
     /// In a bubblewrap sandbox (workspace read-write, system read-only, no network).
     Bwrap,
+    /// In a container of its own on the local Docker Engine (workspace bound read-write, no
+    /// network, no capabilities, limits).
+    Docker,
+}
+
+impl BackendName {
+    /// A backend named as slotbox or hermes-agent (`TERMINAL_ENV`) names it. Names of backends
+    /// slotbox does not have here are refused with a reason: never a silent fallback.
+    pub(crate) fn parse_alias(name: &str) -> anyhow::Result<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "local" => Ok(Self::Local),
+            "bwrap" | "bubblewrap" => Ok(Self::Bwrap),
+            "docker" => Ok(Self::Docker),
+            "singularity" | "apptainer" => anyhow::bail!(
+                "backend {name:?}: the apptainer backend is not available in this build"
+            ),
+            "ssh" => anyhow::bail!("backend {name:?}: the ssh backend is not available yet"),
+            other => anyhow::bail!(
+                "unknown backend {other:?}; expected local, bwrap (bubblewrap) or docker"
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ExecArgs {
-    /// Where the command runs.
-    #[arg(long, value_enum, default_value = "local", env = env_vars::SLOTBOX_BACKEND)]
-    pub(crate) backend: BackendName,
+    /// Where the command runs [default: local; hermes-agent's TERMINAL_ENV is read too].
+    #[arg(long, value_enum, env = env_vars::SLOTBOX_BACKEND)]
+    pub(crate) backend: Option<BackendName>,
 
     /// Time limit in seconds; on expiry the command's process group is killed and slotbox exits
-    /// with 124.
-    #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
-    pub(crate) timeout: f64,
+    /// with 124 [default: 60; hermes-agent's TERMINAL_TIMEOUT is read too].
+    #[arg(long, value_parser = parse_seconds)]
+    pub(crate) timeout: Option<f64>,
+
+    /// docker: the image (it needs /bin/bash and glibc) [default: slotbox-sandbox:latest;
+    /// hermes-agent's TERMINAL_DOCKER_IMAGE is read too].
+    #[arg(long, env = env_vars::SLOTBOX_DOCKER_IMAGE)]
+    pub(crate) image: Option<String>,
+
+    /// docker: memory limit in MiB (0: none).
+    #[arg(long, default_value_t = 4096)]
+    pub(crate) memory_mb: u64,
+
+    /// docker: process limit (0: none).
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) pids: u64,
+
+    /// docker: CPU limit in cores (0: none).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) cpus: f64,
 
     /// Kill the command (exit 124) when it prints nothing for this many seconds.
     #[arg(long, value_parser = parse_seconds)]
@@ -60,7 +99,7 @@ pub(crate) struct ExecArgs {
     #[arg(long)]
     pub(crate) stdin_file: Option<PathBuf>,
 
-    /// Let a bwrap sandbox use the host's network.
+    /// Let a bwrap sandbox or a container use the network.
     #[arg(long)]
     pub(crate) network: bool,
 
@@ -97,7 +136,47 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitStatus> {
     let workspace = std::fs::canonicalize(&args.workspace)
         .with_context(|| format!("workspace {}", args.workspace.display()))?;
-    let backend = match args.backend {
+    let backend_name = match (args.backend, std::env::var(env_vars::TERMINAL_ENV)) {
+        (Some(name), _) => name,
+        (None, Ok(name)) if !name.trim().is_empty() => BackendName::parse_alias(&name)
+            .with_context(|| format!("from {}", env_vars::TERMINAL_ENV))?,
+        (None, _) => BackendName::Local,
+    };
+    let timeout = match (args.timeout, std::env::var(env_vars::TERMINAL_TIMEOUT)) {
+        (Some(seconds), _) => seconds,
+        (None, Ok(text)) if !text.trim().is_empty() => parse_seconds(text.trim())
+            .map_err(|reason| anyhow::anyhow!("{}: {reason}", env_vars::TERMINAL_TIMEOUT))?,
+        (None, _) => 60.0,
+    };
+    let backend = match backend_name {
+        BackendName::Docker => {
+            let image = args
+                .image
+                .clone()
+                .or_else(|| std::env::var(env_vars::TERMINAL_DOCKER_IMAGE).ok())
+                .filter(|image| !image.trim().is_empty())
+                .unwrap_or_else(|| "slotbox-sandbox:latest".to_owned());
+            let agent = slotbox_exec::AgentCommand {
+                program: std::env::current_exe().context("locating the slotbox binary")?,
+                args: vec!["__sandbox-agent".to_owned()],
+            };
+            let mut config = slotbox_exec::DockerConfig::new(image, agent);
+            if args.network {
+                config.network = Network::On;
+            }
+            config.memory_bytes = (args.memory_mb > 0)
+                .then(|| i64::try_from(args.memory_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX));
+            config.pids = (args.pids > 0).then(|| i64::try_from(args.pids).unwrap_or(i64::MAX));
+            anyhow::ensure!(
+                args.cpus.is_finite() && args.cpus >= 0.0,
+                "--cpus must be a number of cores"
+            );
+            #[allow(clippy::cast_possible_truncation)]
+            {
+                config.nano_cpus = (args.cpus > 0.0).then(|| (args.cpus * 1e9).min(1e18) as i64);
+            }
+            Backend::Docker(config)
+        }
         BackendName::Local => {
             anyhow::ensure!(!args.network, "--network applies to the bwrap backend only");
             Backend::Local
@@ -142,7 +221,7 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitStatus> {
     };
     let interrupt = Interrupt::new();
     let mut request = ExecRequest::new(args.command.join(" "))
-        .timeout(Some(Timeout::new(Duration::from_secs_f64(args.timeout))))
+        .timeout(Some(Timeout::new(Duration::from_secs_f64(timeout))))
         .max_output(OutputCap::chars(args.max_output_chars))
         .interrupt(interrupt.clone());
     if let Some(stall) = args.stall_timeout {

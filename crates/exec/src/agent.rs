@@ -90,6 +90,21 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
+    /// Connects to an agent listening at `path` (see `LISTEN_ENV`).
+    pub(crate) fn connect(path: &std::path::Path) -> io::Result<Self> {
+        use rustix::net::AddressFamily;
+        use rustix::net::SocketFlags;
+        use rustix::net::SocketType;
+        let socket = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        rustix::net::connect(&socket, &rustix::net::SocketAddrUnix::new(path)?)?;
+        Self::new(socket)
+    }
+
     pub(crate) fn new(socket: OwnedFd) -> io::Result<Self> {
         set_nonblocking(&socket)?;
         // Deprecated because a borrowed raw fd could be closed behind tokio's back; an `OwnedFd`
@@ -228,11 +243,41 @@ impl Channel {
 /// The agent's main: serves requests on fd 0 until the host goes away. Call it from a binary
 /// (`slotbox __sandbox-agent`, or the `slotbox-sandbox-agent` test binary).
 pub fn run_main() -> io::Result<()> {
-    let control = io::stdin().as_fd().try_clone_to_owned()?;
+    let control = match std::env::var_os(LISTEN_ENV) {
+        // In a container: the host connects through a socket in a directory both can reach.
+        Some(path) => accept_one(std::path::Path::new(&path))?,
+        None => io::stdin().as_fd().try_clone_to_owned()?,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(serve(control))
+}
+
+/// Names the socket path the agent listens on for its one host connection, instead of the
+/// socketpair on fd 0 (set for agents in containers, which cannot inherit a descriptor).
+pub const LISTEN_ENV: &str = "SLOTBOX_AGENT_LISTEN";
+
+/// Listens at `path`, accepts one connection and stops listening (the socket file goes too).
+fn accept_one(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use rustix::net::AddressFamily;
+    use rustix::net::SocketFlags;
+    use rustix::net::SocketType;
+    // A leftover from an earlier agent would make bind fail.
+    let _ = std::fs::remove_file(path);
+    let listener = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let address = rustix::net::SocketAddrUnix::new(path)?;
+    rustix::net::bind(&listener, &address)?;
+    rustix::net::listen(&listener, 1)?;
+    let connection = rustix::net::accept_with(&listener, SocketFlags::CLOEXEC)?;
+    drop(listener);
+    let _ = std::fs::remove_file(path);
+    Ok(connection)
 }
 
 /// Commands still running: run request id → pid (which leads the command's process group).

@@ -45,6 +45,12 @@ pub enum Error {
     },
 
     /// The session's long-lived sandbox ended (killed, out of memory); start a new session.
+    /// The docker backend cannot run (engine, image or agent).
+    #[error("the docker backend cannot run: {detail}")]
+    ContainerUnavailable {
+        /// What is wrong (engine unreachable, image missing, agent not starting).
+        detail: String,
+    },
     #[error("the session's sandbox is gone")]
     SandboxGone,
 

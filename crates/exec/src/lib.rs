@@ -28,6 +28,7 @@ mod spawn;
 pub use backend::AgentCommand;
 pub use backend::Backend;
 pub use backend::BubblewrapConfig;
+pub use backend::DockerConfig;
 pub use backend::Network;
 pub use backend::SandboxLimits;
 pub use cgroup::CgroupLayout;

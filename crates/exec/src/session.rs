@@ -181,8 +181,12 @@ impl Prepared {
             });
         }
         let layout = crate::probe::host_layout()?;
-        if let Backend::Bubblewrap(bwrap) = &config.backend {
-            crate::probe::bubblewrap(bwrap, &layout, &config.workspace).await?;
+        match &config.backend {
+            Backend::Bubblewrap(bwrap) => {
+                crate::probe::bubblewrap(bwrap, &layout, &config.workspace).await?;
+            }
+            Backend::Docker(docker) => crate::backend::docker::probe(docker).await?,
+            Backend::Local => {}
         }
         let workspace_inside = config.backend.workspace_path(&config.workspace)?;
         let parent = crate::env::parent_env();
@@ -228,7 +232,7 @@ impl Prepared {
 pub struct Session {
     /// The long-lived sandbox, when the backend has an agent (see `agent`). First, so it is
     /// killed before the directories it mounts are removed (fields drop in order).
-    sandbox: Option<crate::agent::SandboxHost>,
+    sandbox: Option<Sandbox>,
     prepared: Prepared,
     /// Snapshot and cwd files; removed with everything in it when the session is dropped.
     state: crate::fs::ScratchDir,
@@ -255,6 +259,15 @@ impl Session {
             .clone()
             .unwrap_or_else(|| prepared.workspace_inside.clone());
         let sandbox = match &prepared.backend {
+            Backend::Docker(docker) => {
+                let (channel, container) =
+                    crate::backend::docker::start(docker, &prepared.workspace, state.path())
+                        .await?;
+                Some(Sandbox::Container {
+                    channel,
+                    _container: container,
+                })
+            }
             Backend::Bubblewrap(bwrap) => match &bwrap.agent {
                 Some(agent) => {
                     let plan = crate::backend::bubblewrap::plan_agent_sandbox(
@@ -268,7 +281,9 @@ impl Session {
                         },
                         &prepared.env,
                     )?;
-                    Some(crate::agent::SandboxHost::start(&plan, bwrap.limits.as_ref()).await?)
+                    Some(Sandbox::Bubblewrap(
+                        crate::agent::SandboxHost::start(&plan, bwrap.limits.as_ref()).await?,
+                    ))
                 }
                 None => None,
             },
@@ -334,7 +349,15 @@ impl Session {
                     &self.prepared.env,
                 );
                 crate::spawn::run(
-                    request.run_spec(&plan, crate::spawn::Launcher::Agent(&sandbox.channel)),
+                    request.run_spec(&plan, crate::spawn::Launcher::Agent(sandbox.channel())),
+                )
+                .await
+            }
+            (Some(sandbox), Backend::Docker(docker)) => {
+                let plan =
+                    crate::backend::docker::plan_inside(docker, invocation, &self.prepared.env);
+                crate::spawn::run(
+                    request.run_spec(&plan, crate::spawn::Launcher::Agent(sandbox.channel())),
                 )
                 .await
             }
@@ -420,8 +443,37 @@ fn is_writable_dir(dir: &Path) -> bool {
         .is_ok()
 }
 
+/// A long-lived sandbox whose agent starts the session's commands.
+#[derive(Debug)]
+enum Sandbox {
+    /// A bubblewrap sandbox (a host process tree).
+    Bubblewrap(crate::agent::SandboxHost),
+    /// A container; the channel first, so the agent sees the host go before the container is
+    /// removed.
+    Container {
+        channel: crate::agent::Channel,
+        _container: crate::backend::docker::Container,
+    },
+}
+
+impl Sandbox {
+    fn channel(&self) -> &crate::agent::Channel {
+        match self {
+            Sandbox::Bubblewrap(host) => &host.channel,
+            Sandbox::Container { channel, .. } => channel,
+        }
+    }
+}
+
 /// Runs one command with no state before or after it.
 pub async fn exec_once(config: &SessionConfig, request: &ExecRequest) -> Result<ExecResult> {
+    if let Backend::Docker(_) = config.backend {
+        // A container exists only with a session: one for this command alone.
+        return Session::start(config.clone())
+            .await?
+            .exec_stateless(request)
+            .await;
+    }
     let prepared = Prepared::new(config).await?;
     let cwd = config
         .cwd

@@ -319,6 +319,15 @@ impl Pool {
         crate::metrics::render(&self.counters, &snapshot, self.scheduler.name())
     }
 
+    /// Every server's handle (id, URL, slots, token), for operators and benchmarks.
+    pub fn server_handles(&self) -> Vec<ServerHandle> {
+        self.state()
+            .servers
+            .iter()
+            .map(|server| server.handle.clone())
+            .collect()
+    }
+
     /// Every server's id and base URL.
     pub fn servers(&self) -> Vec<(String, String)> {
         self.state()

@@ -323,3 +323,108 @@ fn bwrap_without_namespaces_is_refused() {
         "{message}"
     );
 }
+
+fn test_image() -> String {
+    std::env::var("SLOTBOX_TEST_IMAGE").unwrap_or_else(|_| "slotbox-sandbox:test".to_owned())
+}
+
+#[test]
+fn docker_backend_keeps_the_contract_and_reads_hermes_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = test_image();
+    let probe = slotbox(
+        dir.path(),
+        &[
+            "exec",
+            "--backend",
+            "docker",
+            "--image",
+            &image,
+            "--",
+            "true",
+        ],
+        &[],
+    );
+    let available = if probe.status.success() {
+        Ok(())
+    } else {
+        Err(stderr(&probe))
+    };
+    if !slotbox_test_support::require("the Docker Engine and the sandbox image", available) {
+        return;
+    }
+    let output = slotbox(
+        dir.path(),
+        &[
+            "exec",
+            "--backend",
+            "docker",
+            "--image",
+            &image,
+            "--json",
+            "--",
+            "cd /tmp && test -f /.dockerenv && echo in-container; (exit 3)",
+        ],
+        &[],
+    );
+    let result: ExecResult = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(
+        (
+            result.exit_code,
+            result.output.as_str(),
+            result.cwd.as_str()
+        ),
+        (3, "in-container\n", "/tmp")
+    );
+    assert_eq!(output.status.code(), Some(3));
+    // hermes-agent's variables choose the backend, the image and the timeout.
+    let started = Instant::now();
+    let output = slotbox(
+        dir.path(),
+        &[
+            "exec",
+            "--",
+            "test -f /.dockerenv && echo in-container; sleep 30",
+        ],
+        &[
+            ("TERMINAL_ENV", "docker"),
+            ("TERMINAL_DOCKER_IMAGE", &image),
+            ("TERMINAL_TIMEOUT", "1"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(124), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("in-container\n"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn backends_slotbox_does_not_have_are_refused_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, expected) in [
+        ("modal", "unknown backend"),
+        ("singularity", "apptainer backend is not available"),
+    ] {
+        let output = slotbox(
+            dir.path(),
+            &["exec", "--", "true"],
+            &[("TERMINAL_ENV", name)],
+        );
+        assert_eq!(output.status.code(), Some(125), "{name}");
+        assert!(
+            stderr(&output).contains(expected),
+            "{name}: {}",
+            stderr(&output)
+        );
+    }
+    // An explicit slotbox setting wins over hermes-agent's.
+    let output = slotbox(
+        dir.path(),
+        &["exec", "--backend", "local", "--", "echo local"],
+        &[("TERMINAL_ENV", "modal")],
+    );
+    assert_eq!(stdout(&output), "local\n");
+}

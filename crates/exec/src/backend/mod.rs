@@ -5,6 +5,7 @@
 //! SSH and Apptainer join this enum as variants with their own planning module.
 
 pub(crate) mod bubblewrap;
+pub mod docker;
 pub(crate) mod local;
 
 use std::path::PathBuf;
@@ -13,19 +14,18 @@ pub use bubblewrap::AgentCommand;
 pub use bubblewrap::BubblewrapConfig;
 pub use bubblewrap::Network;
 pub use bubblewrap::SandboxLimits;
+pub use docker::DockerConfig;
 
 /// Where commands run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one per session, built once and rarely moved; boxing would only add noise"
-)]
 pub enum Backend {
     /// Directly on the host, as the current user. No isolation at all.
     Local,
     /// In a bubblewrap sandbox: own user/PID/IPC/UTS namespaces, system dirs read-only, only the
     /// workspace writable, no network unless allowed.
     Bubblewrap(BubblewrapConfig),
+    /// In a container of its own per session, on a local Docker Engine (see `docker`).
+    Docker(DockerConfig),
 }
 
 impl Backend {
@@ -34,6 +34,7 @@ impl Backend {
         match self {
             Backend::Local => "local",
             Backend::Bubblewrap(_) => "bwrap",
+            Backend::Docker(_) => "docker",
         }
     }
 
@@ -42,6 +43,7 @@ impl Backend {
         match self {
             Backend::Local => Ok(crate::plan::utf8(host_workspace)?.to_owned()),
             Backend::Bubblewrap(config) => Ok(config.workspace_mount.clone()),
+            Backend::Docker(config) => Ok(config.workspace_mount.clone()),
         }
     }
 
@@ -59,6 +61,9 @@ impl Backend {
                 }),
             // No host home inside the sandbox: the workspace is home.
             Backend::Bubblewrap(config) => {
+                vec![("HOME".to_owned(), config.workspace_mount.clone())]
+            }
+            Backend::Docker(config) => {
                 vec![("HOME".to_owned(), config.workspace_mount.clone())]
             }
         }
