@@ -195,6 +195,7 @@ async fn bench_exec(args: BenchExecArgs) -> anyhow::Result<ExitStatus> {
             Backend::Local => "floor: bare `bash -c true`",
             Backend::Bubblewrap(_) => "floor: bare bwrap argv, `bash -c true`",
             Backend::Docker(_) => "floor: docker exec `true`",
+            Backend::Apptainer(_) => "floor: apptainer exec `true`",
         };
         print_row(floor_name, &floor, floor_p50);
         print_row(

@@ -30,6 +30,8 @@ pub(crate) enum BackendName {
     /// In a container of its own on the local Docker Engine (workspace bound read-write, no
     /// network, no capabilities, limits).
     Docker,
+    /// In `apptainer exec` of an image (`--image`: a SIF file or e.g. docker://debian:12).
+    Apptainer,
 }
 
 impl BackendName {
@@ -40,12 +42,10 @@ impl BackendName {
             "local" => Ok(Self::Local),
             "bwrap" | "bubblewrap" => Ok(Self::Bwrap),
             "docker" => Ok(Self::Docker),
-            "singularity" | "apptainer" => anyhow::bail!(
-                "backend {name:?}: the apptainer backend is not available in this build"
-            ),
+            "singularity" | "apptainer" => Ok(Self::Apptainer),
             "ssh" => anyhow::bail!("backend {name:?}: the ssh backend is not available yet"),
             other => anyhow::bail!(
-                "unknown backend {other:?}; expected local, bwrap (bubblewrap) or docker"
+                "unknown backend {other:?}; expected local, bwrap (bubblewrap), docker or apptainer (singularity)"
             ),
         }
     }
@@ -149,6 +149,16 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitStatus> {
         (None, _) => 60.0,
     };
     let backend = match backend_name {
+        BackendName::Apptainer => {
+            let image = args.image.clone().context(
+                "--backend apptainer needs --image (a SIF file or e.g. docker://debian:12)",
+            )?;
+            let mut config = slotbox_exec::ApptainerConfig::new(image);
+            if args.network {
+                config.network = Network::On;
+            }
+            Backend::Apptainer(config)
+        }
         BackendName::Docker => {
             let image = args
                 .image

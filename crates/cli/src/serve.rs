@@ -19,6 +19,8 @@ pub(crate) enum IsolationName {
     Auto,
     /// bubblewrap, or refuse to start.
     Bwrap,
+    /// A container per slot session on the local Docker Engine (`--image`).
+    Docker,
     /// No isolation at all (commands run on the host); only when asked for explicitly.
     None,
 }
@@ -55,6 +57,9 @@ pub(crate) struct ServeArgs {
     /// CPU limit per slot in cores, enforced with cgroups (0: none).
     #[arg(long, default_value_t = 1.0)]
     cpus: f64,
+    /// `--isolation docker`: the slots' image (it needs /bin/bash and glibc).
+    #[arg(long, env = env_vars::SLOTBOX_DOCKER_IMAGE, default_value = "slotbox-sandbox:latest")]
+    image: String,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitStatus> {
@@ -80,7 +85,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitStatus> {
         pids: (args.pids > 0).then_some(args.pids),
         cpu_millis: (args.cpus > 0.0).then(|| (args.cpus * 1000.0).round() as u64),
     };
-    let isolation = resolve_isolation(args.isolation, args.bwrap, &data_dir, limits).await?;
+    let isolation = if args.isolation == IsolationName::Docker {
+        docker_isolation(&args.image, limits).await?
+    } else {
+        resolve_isolation(args.isolation, args.bwrap, &data_dir, limits).await?
+    };
     let config = ServerConfig {
         slots: args.slots as usize,
         data_dir: data_dir.clone(),
@@ -107,6 +116,36 @@ fn print_ready(address: &std::net::SocketAddr) {
     // One line on stdout that scripts (and tests using --port 0) read to find the server.
     println!("slotbox serve: listening on http://{address}");
     let _ = std::io::stdout().flush();
+}
+
+/// Each slot's session in a container of its own; the per-slot limits become the container's.
+async fn docker_isolation(
+    image: &str,
+    limits: slotbox_exec::CgroupLimits,
+) -> anyhow::Result<Isolation> {
+    let agent = slotbox_exec::AgentCommand {
+        program: std::env::current_exe().context("locating the slotbox binary for the agent")?,
+        args: vec!["__sandbox-agent".to_owned()],
+    };
+    let mut config = slotbox_exec::DockerConfig::new(image, agent);
+    config.memory_bytes = limits
+        .memory_bytes
+        .map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX));
+    config.pids = limits
+        .pids
+        .map(|pids| i64::try_from(pids).unwrap_or(i64::MAX));
+    config.nano_cpus = limits
+        .cpu_millis
+        .map(|millis| i64::try_from(millis.saturating_mul(1_000_000)).unwrap_or(i64::MAX));
+    // Refuse to start without a working engine and image (never a silent downgrade).
+    let scratch = tempfile::tempdir().context("creating a probe workspace")?;
+    slotbox_exec::Session::start(slotbox_exec::SessionConfig::new(
+        slotbox_exec::Backend::Docker(config.clone()),
+        scratch.path(),
+    ))
+    .await
+    .context("slot isolation with --isolation docker is unavailable")?;
+    Ok(Isolation::Docker(config))
 }
 
 async fn resolve_isolation(

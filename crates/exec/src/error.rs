@@ -45,6 +45,14 @@ pub enum Error {
     },
 
     /// The session's long-lived sandbox ended (killed, out of memory); start a new session.
+    /// The apptainer binary is not installed (or not where configured).
+    #[error(
+        "apptainer is not installed at {path} (or does not run): install Apptainer (https://apptainer.org/docs/admin/main/installation.html) or choose another backend; refusing to run without it"
+    )]
+    ApptainerMissing {
+        /// Where apptainer was looked for.
+        path: PathBuf,
+    },
     /// The docker backend cannot run (engine, image or agent).
     #[error("the docker backend cannot run: {detail}")]
     ContainerUnavailable {

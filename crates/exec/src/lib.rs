@@ -26,6 +26,7 @@ mod session;
 mod spawn;
 
 pub use backend::AgentCommand;
+pub use backend::ApptainerConfig;
 pub use backend::Backend;
 pub use backend::BubblewrapConfig;
 pub use backend::DockerConfig;

@@ -266,6 +266,7 @@ impl Backend {
         match self {
             Backend::Local => crate::backend::local::plan(input),
             Backend::Bubblewrap(config) => crate::backend::bubblewrap::plan(config, input),
+            Backend::Apptainer(config) => crate::backend::apptainer::plan(config, input),
             // A container lives as long as its session; its commands are started by its agent.
             Backend::Docker(_) => Err(crate::Error::ContainerUnavailable {
                 detail: "the docker backend runs commands only in a session".to_owned(),

@@ -190,3 +190,42 @@ fn non_utf8_workspace_is_an_error_not_a_panic() {
     });
     assert!(matches!(result, Err(Error::NonUtf8Path { .. })));
 }
+
+fn apptainer(network: Network, overlay: Option<&str>) -> Backend {
+    Backend::Apptainer(crate::ApptainerConfig {
+        apptainer: "/usr/bin/apptainer".into(),
+        image: "/images/agent.sif".to_owned(),
+        network,
+        workspace_mount: "/workspace".to_owned(),
+        overlay: overlay.map(Into::into),
+    })
+}
+
+#[test]
+fn apptainer_session_call_without_network() {
+    let plan = plan_of(
+        &apptainer(Network::Off, None),
+        Some(Path::new("/tmp/slotbox-session-x")),
+        session_call(),
+        false,
+    );
+    insta::assert_snapshot!(plan.to_string());
+}
+
+#[test]
+fn apptainer_one_shot_with_network_and_an_overlay() {
+    let script = ShellScript::OneShot {
+        cwd: "/workspace/src".to_owned(),
+        command: "make".to_owned(),
+    };
+    let plan = plan_of(
+        &apptainer(Network::On, Some("/srv/overlays/slot_0")),
+        None,
+        script,
+        false,
+    );
+    assert!(!plan.args.iter().any(|arg| arg == "--network"));
+    // The command's variables reach the container only through APPTAINERENV_*, never argv.
+    assert!(!plan.args.iter().any(|arg| arg.contains("HOME=")));
+    insta::assert_snapshot!(plan.to_string());
+}

@@ -186,6 +186,9 @@ impl Prepared {
                 crate::probe::bubblewrap(bwrap, &layout, &config.workspace).await?;
             }
             Backend::Docker(docker) => crate::backend::docker::probe(docker).await?,
+            Backend::Apptainer(apptainer) => {
+                crate::backend::apptainer::probe(apptainer).await?;
+            }
             Backend::Local => {}
         }
         let workspace_inside = config.backend.workspace_path(&config.workspace)?;
@@ -287,7 +290,7 @@ impl Session {
                 }
                 None => None,
             },
-            Backend::Local => None,
+            Backend::Local | Backend::Apptainer(_) => None,
         };
         let mut session = Self {
             prepared,

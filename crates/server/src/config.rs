@@ -5,13 +5,12 @@ use std::time::Duration;
 
 /// How a slot's commands are isolated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one per server, built once at startup"
-)]
 pub enum Isolation {
     /// Each slot's commands run in bubblewrap sandboxes that see only that slot's workspace.
     Bubblewrap(slotbox_exec::BubblewrapConfig),
+    /// Each slot's session runs in a container of its own (the docker backend), which sees only
+    /// that slot's workspace; the container's limits are the slot's.
+    Docker(slotbox_exec::DockerConfig),
     /// No isolation: commands run on the host (asked for explicitly, never a fallback).
     None,
 }
@@ -21,6 +20,7 @@ impl Isolation {
     pub fn name(&self) -> &'static str {
         match self {
             Isolation::Bubblewrap(_) => "bwrap",
+            Isolation::Docker(_) => "docker",
             Isolation::None => "none",
         }
     }

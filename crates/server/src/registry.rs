@@ -524,7 +524,10 @@ impl Registry {
 
     /// Whether the server enforces isolation (for the seed API's health and metadata).
     pub(crate) fn sandboxed(&self) -> bool {
-        matches!(self.config.isolation, Isolation::Bubblewrap(_))
+        matches!(
+            self.config.isolation,
+            Isolation::Bubblewrap(_) | Isolation::Docker(_)
+        )
     }
 
     fn session_config(&self, slot: &Slot, network: bool) -> SessionConfig {
@@ -533,6 +536,11 @@ impl Registry {
                 let mut config = config.clone();
                 config.network = if network { Network::On } else { Network::Off };
                 Backend::Bubblewrap(config)
+            }
+            Isolation::Docker(config) => {
+                let mut config = config.clone();
+                config.network = if network { Network::On } else { Network::Off };
+                Backend::Docker(config)
             }
             Isolation::None => Backend::Local,
         };

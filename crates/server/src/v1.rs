@@ -248,8 +248,30 @@ pub(crate) async fn health(State(registry): State<Arc<Registry>>) -> Json<Health
     let config = registry.config();
     let occupancy = registry.occupancy();
     let sandbox_limits = match &config.isolation {
-        crate::config::Isolation::Bubblewrap(bwrap) => bwrap.limits.as_ref(),
+        crate::config::Isolation::Bubblewrap(bwrap) => bwrap.limits.as_ref().map(|limits| {
+            (
+                limits.layout.name().to_owned(),
+                limits.limits.memory_bytes,
+                limits.limits.pids,
+                limits.limits.cpu_millis,
+            )
+        }),
+        // The container's own cgroup, set by the engine.
+        crate::config::Isolation::Docker(docker) => Some((
+            "docker".to_owned(),
+            docker
+                .memory_bytes
+                .and_then(|bytes| u64::try_from(bytes).ok()),
+            docker.pids.and_then(|pids| u64::try_from(pids).ok()),
+            docker
+                .nano_cpus
+                .and_then(|nanos| u64::try_from(nanos / 1_000_000).ok()),
+        )),
         crate::config::Isolation::None => None,
+    };
+    let (cgroups, memory_bytes, pids, cpu_millis) = match sandbox_limits {
+        Some((cgroups, memory, pids, cpu)) => (Some(cgroups), memory, pids, cpu),
+        None => (None, None, None, None),
     };
     Json(Health {
         status: "ok".to_owned(),
@@ -263,10 +285,10 @@ pub(crate) async fn health(State(registry): State<Arc<Registry>>) -> Json<Health
             max_timeout_s: config.limits.max_timeout.as_secs_f64(),
             max_output_chars: config.limits.max_output_chars,
             max_body_bytes: config.limits.max_body_bytes,
-            cgroups: sandbox_limits.map(|limits| limits.layout.name().to_owned()),
-            memory_bytes: sandbox_limits.and_then(|limits| limits.limits.memory_bytes),
-            pids: sandbox_limits.and_then(|limits| limits.limits.pids),
-            cpu_millis: sandbox_limits.and_then(|limits| limits.limits.cpu_millis),
+            cgroups,
+            memory_bytes,
+            pids,
+            cpu_millis,
         },
     })
 }

@@ -4,12 +4,14 @@
 //! output, timeouts, the session snapshot and cwd tracking are shared (`spawn`, `session`). Docker,
 //! SSH and Apptainer join this enum as variants with their own planning module.
 
+pub mod apptainer;
 pub(crate) mod bubblewrap;
 pub mod docker;
 pub(crate) mod local;
 
 use std::path::PathBuf;
 
+pub use apptainer::ApptainerConfig;
 pub use bubblewrap::AgentCommand;
 pub use bubblewrap::BubblewrapConfig;
 pub use bubblewrap::Network;
@@ -26,6 +28,8 @@ pub enum Backend {
     Bubblewrap(BubblewrapConfig),
     /// In a container of its own per session, on a local Docker Engine (see `docker`).
     Docker(DockerConfig),
+    /// In `apptainer exec` of an image, per call (see `apptainer`).
+    Apptainer(ApptainerConfig),
 }
 
 impl Backend {
@@ -35,6 +39,7 @@ impl Backend {
             Backend::Local => "local",
             Backend::Bubblewrap(_) => "bwrap",
             Backend::Docker(_) => "docker",
+            Backend::Apptainer(_) => "apptainer",
         }
     }
 
@@ -44,6 +49,7 @@ impl Backend {
             Backend::Local => Ok(crate::plan::utf8(host_workspace)?.to_owned()),
             Backend::Bubblewrap(config) => Ok(config.workspace_mount.clone()),
             Backend::Docker(config) => Ok(config.workspace_mount.clone()),
+            Backend::Apptainer(config) => Ok(config.workspace_mount.clone()),
         }
     }
 
@@ -64,6 +70,9 @@ impl Backend {
                 vec![("HOME".to_owned(), config.workspace_mount.clone())]
             }
             Backend::Docker(config) => {
+                vec![("HOME".to_owned(), config.workspace_mount.clone())]
+            }
+            Backend::Apptainer(config) => {
                 vec![("HOME".to_owned(), config.workspace_mount.clone())]
             }
         }

@@ -391,3 +391,24 @@ async fn sabotaged_state_files_do_not_break_the_session() {
     assert_eq!(r.output, "1\n");
     assert_eq!(f.run("echo still").await.output, "still\n");
 }
+
+#[tokio::test]
+async fn missing_apptainer_is_a_clear_error_not_a_fallback() {
+    let workspace = tempfile::tempdir().unwrap();
+    let mut config = slotbox_exec::ApptainerConfig::new("docker://debian:12");
+    config.apptainer = "/nonexistent/apptainer".into();
+    let error = Session::start(SessionConfig::new(
+        Backend::Apptainer(config),
+        workspace.path(),
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error, Error::ApptainerMissing { path } if path.ends_with("apptainer")),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("refusing to run without it"),
+        "{error}"
+    );
+}

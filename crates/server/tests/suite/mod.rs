@@ -111,6 +111,54 @@ pub(crate) async fn server_with(
     })
 }
 
+/// A server whose slots are containers (the docker backend), with the test image; `None`
+/// (skipped) without an engine and the image outside CI.
+pub(crate) async fn docker_server(slots: usize) -> Option<TestServer> {
+    let agent = match slotbox_test_support::workspace_binary("slotbox-sandbox-agent") {
+        Ok(path) => path,
+        Err(reason) => {
+            slotbox_test_support::require("the sandbox agent binary", Err(reason));
+            return None;
+        }
+    };
+    let image =
+        std::env::var("SLOTBOX_TEST_IMAGE").unwrap_or_else(|_| "slotbox-sandbox:test".to_owned());
+    let mut docker = slotbox_exec::DockerConfig::new(
+        image,
+        slotbox_exec::AgentCommand {
+            program: agent,
+            args: Vec::new(),
+        },
+    );
+    docker.memory_bytes = Some(512 << 20);
+    let data = tempfile::tempdir().unwrap();
+    let probe = slotbox_exec::Session::start(slotbox_exec::SessionConfig::new(
+        slotbox_exec::Backend::Docker(docker.clone()),
+        data.path(),
+    ))
+    .await
+    .map(drop)
+    .map_err(|error| error.to_string());
+    if !slotbox_test_support::require("the Docker Engine and the sandbox image", probe) {
+        return None;
+    }
+    let config = ServerConfig {
+        slots,
+        data_dir: data.path().join("data"),
+        isolation: Isolation::Docker(docker),
+        token: None,
+        limits: Limits::default(),
+    };
+    let state = AppState::new(config).unwrap();
+    Some(TestServer {
+        client: Client {
+            router: slotbox_server::router(state),
+            token: None,
+        },
+        data,
+    })
+}
+
 /// A response: status and body (parsed as JSON when it is JSON, else the raw bytes as a string).
 #[derive(Debug)]
 pub(crate) struct Reply {

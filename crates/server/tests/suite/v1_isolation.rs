@@ -145,3 +145,44 @@ async fn a_slot_whose_sandbox_was_killed_from_inside_recovers() {
     // The next call gets a fresh session in a fresh sandbox.
     assert_eq!(s.exec(&lease, "echo back").await["output"], "back\n");
 }
+
+#[tokio::test]
+async fn docker_slots_are_containers_apart_from_each_other_and_reset_on_release() {
+    let Some(s) = super::docker_server(2).await else {
+        return;
+    };
+    let health = s.send("GET", "/v1/health", axum::body::Body::empty()).await;
+    assert_eq!(health.json["isolation"], "docker");
+    assert_eq!(health.json["limits"]["memory_bytes"], 512 << 20);
+    let (a, slot_a) = s.lease().await;
+    let (b, _) = s.lease().await;
+    let r = s
+        .exec(
+            &a,
+            "test -f /.dockerenv && echo in-container; echo secret > mine.txt; export K=v",
+        )
+        .await;
+    assert_eq!(r["output"], "in-container\n");
+    assert_eq!(s.exec(&a, "echo $K $PWD").await["output"], "v /workspace\n");
+    let r = s
+        .exec(
+            &b,
+            "ls /workspace; find / -name mine.txt 2>/dev/null | head -1",
+        )
+        .await;
+    assert_eq!(r["output"], "");
+    // Release resets the slot: a new lease on it finds nothing of the last tenant.
+    let released = s
+        .send(
+            "DELETE",
+            &format!("/v1/leases/{a}"),
+            axum::body::Body::empty(),
+        )
+        .await;
+    assert!(released.status.is_success(), "{released:?}");
+    // b still holds the other slot: the only free one is a's.
+    let (again, slot) = s.lease().await;
+    assert_eq!(slot, slot_a);
+    let r = s.exec(&again, "ls /workspace; echo ${K:-unset}").await;
+    assert_eq!(r["output"], "unset\n");
+}
