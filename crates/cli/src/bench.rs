@@ -52,6 +52,16 @@ pub(crate) struct BenchExecArgs {
     /// container of the same image.
     #[arg(long)]
     docker_image: Option<String>,
+    /// Also measure the ssh backend against this host (`[user@]host[:port]`), against `ssh host
+    /// true` through a master connection of its own (same options).
+    #[arg(long)]
+    ssh: Option<String>,
+    /// ssh: private key.
+    #[arg(long)]
+    ssh_key: Option<std::path::PathBuf>,
+    /// ssh: known-hosts file.
+    #[arg(long)]
+    known_hosts: Option<std::path::PathBuf>,
 }
 
 pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<ExitStatus> {
@@ -196,6 +206,7 @@ async fn bench_exec(args: BenchExecArgs) -> anyhow::Result<ExitStatus> {
             Backend::Bubblewrap(_) => "floor: bare bwrap argv, `bash -c true`",
             Backend::Docker(_) => "floor: docker exec `true`",
             Backend::Apptainer(_) => "floor: apptainer exec `true`",
+            Backend::Ssh(_) => "floor: ssh `true` on the connection",
         };
         print_row(floor_name, &floor, floor_p50);
         print_row(
@@ -216,6 +227,9 @@ async fn bench_exec(args: BenchExecArgs) -> anyhow::Result<ExitStatus> {
     if let Some(image) = &args.docker_image {
         bench_docker(&args, image, workspace.path(), &mut missed).await?;
     }
+    if let Some(target) = &args.ssh {
+        bench_ssh(&args, target, &mut missed).await?;
+    }
     if missed.is_empty() {
         println!("targets: met (session call p50 <= 1.5x its floor)");
     }
@@ -223,6 +237,102 @@ async fn bench_exec(args: BenchExecArgs) -> anyhow::Result<ExitStatus> {
         println!("target missed: {miss}");
     }
     Ok(ExitStatus::Command(0))
+}
+
+/// The ssh backend against `ssh host true` through an open master connection (ControlMaster,
+/// the same options), interleaved.
+async fn bench_ssh(
+    args: &BenchExecArgs,
+    target: &str,
+    missed: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let (user, rest) = match target.split_once('@') {
+        Some((user, rest)) => (Some(user.to_owned()), rest),
+        None => (None, target),
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (host.to_owned(), Some(port.parse::<u16>()?)),
+        None => (rest.to_owned(), None),
+    };
+    let mut config = slotbox_exec::SshConfig::new(host.clone());
+    config.user = user.clone();
+    config.port = port;
+    config.identity = args.ssh_key.clone();
+    config.known_hosts = args.known_hosts.clone();
+    let scratch = tempfile_dir()?;
+    let control = scratch.path().join("floor-control");
+    let mut options: Vec<String> = vec![
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-S".into(),
+        control.to_string_lossy().into_owned(),
+    ];
+    if let Some(port) = port {
+        options.extend(["-p".into(), port.to_string()]);
+    }
+    if let Some(key) = &args.ssh_key {
+        options.extend(["-i".into(), key.to_string_lossy().into_owned()]);
+    }
+    if let Some(known) = &args.known_hosts {
+        options.extend([
+            "-o".into(),
+            format!("UserKnownHostsFile={}", known.to_string_lossy()),
+        ]);
+    }
+    let destination = match &user {
+        Some(user) => format!("{user}@{host}"),
+        None => host.clone(),
+    };
+    let mut master = tokio::process::Command::new("ssh")
+        .args(["-M", "-N"])
+        .args(&options)
+        .arg(&destination)
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut session = Session::start(SessionConfig::new(Backend::Ssh(config), scratch.path()))
+        .await
+        .context("starting an ssh session")?;
+    let requests = [ExecRequest::new("true"), ExecRequest::new("echo hi")];
+    let mut floor = Samples(Vec::new());
+    let mut calls = [Samples(Vec::new()), Samples(Vec::new())];
+    for round in 0..args.warmup + args.iterations {
+        let counted = round >= args.warmup;
+        let started = Instant::now();
+        let status = tokio::process::Command::new("ssh")
+            .args(&options)
+            .arg(&destination)
+            .arg("true")
+            .stdin(std::process::Stdio::null())
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "ssh true: {status}");
+        if counted {
+            floor.0.push(started.elapsed());
+        }
+        for (request, samples) in requests.iter().zip(calls.iter_mut()) {
+            let started = Instant::now();
+            let result = session.exec(request).await?;
+            anyhow::ensure!(result.exit_code == 0, "{result:?}");
+            if counted {
+                samples.0.push(started.elapsed());
+            }
+        }
+    }
+    let floor_p50 = floor.percentile(50.0);
+    print_row("floor: ssh `true` (open connection)", &floor, floor_p50);
+    for (request, samples) in requests.iter().zip(calls.iter()) {
+        let name = format!("ssh session: {}", request.command);
+        let ratio = print_row(&name, samples, floor_p50);
+        if ratio > 1.5 {
+            missed.push(format!(
+                "{name}: p50 {ratio:.2}x the floor (target <= 1.5x)"
+            ));
+        }
+    }
+    let _ = master.kill().await;
+    Ok(())
 }
 
 /// The docker backend against `docker exec` (create, start attached, read to the end, inspect

@@ -15,6 +15,18 @@ pub(crate) const TERMINAL_ENV: &str = "TERMINAL_ENV";
 pub(crate) const TERMINAL_DOCKER_IMAGE: &str = "TERMINAL_DOCKER_IMAGE";
 /// hermes-agent's command timeout in seconds (read when `--timeout` is not given).
 pub(crate) const TERMINAL_TIMEOUT: &str = "TERMINAL_TIMEOUT";
+/// The host of the ssh backend of `slotbox exec`.
+pub(crate) const SLOTBOX_SSH_HOST: &str = "SLOTBOX_SSH_HOST";
+/// The remote user of the ssh backend.
+pub(crate) const SLOTBOX_SSH_USER: &str = "SLOTBOX_SSH_USER";
+/// hermes-agent's ssh host (alias of `SLOTBOX_SSH_HOST`, which wins).
+pub(crate) const TERMINAL_SSH_HOST: &str = "TERMINAL_SSH_HOST";
+/// hermes-agent's ssh user (alias of `SLOTBOX_SSH_USER`, which wins).
+pub(crate) const TERMINAL_SSH_USER: &str = "TERMINAL_SSH_USER";
+/// hermes-agent's ssh port (read when `--ssh-port` is not given).
+pub(crate) const TERMINAL_SSH_PORT: &str = "TERMINAL_SSH_PORT";
+/// hermes-agent's ssh key (read when `--ssh-key` is not given).
+pub(crate) const TERMINAL_SSH_KEY: &str = "TERMINAL_SSH_KEY";
 /// The bubblewrap binary to use instead of the first `bwrap` on `PATH`.
 pub(crate) const SLOTBOX_BWRAP: &str = "SLOTBOX_BWRAP";
 /// Log filter for slotbox's own diagnostics on stderr (tracing `EnvFilter` syntax).

@@ -32,6 +32,8 @@ pub(crate) enum BackendName {
     Docker,
     /// In `apptainer exec` of an image (`--image`: a SIF file or e.g. docker://debian:12).
     Apptainer,
+    /// On another machine over one persistent ssh connection (`--ssh-host`).
+    Ssh,
 }
 
 impl BackendName {
@@ -43,9 +45,9 @@ impl BackendName {
             "bwrap" | "bubblewrap" => Ok(Self::Bwrap),
             "docker" => Ok(Self::Docker),
             "singularity" | "apptainer" => Ok(Self::Apptainer),
-            "ssh" => anyhow::bail!("backend {name:?}: the ssh backend is not available yet"),
+            "ssh" => Ok(Self::Ssh),
             other => anyhow::bail!(
-                "unknown backend {other:?}; expected local, bwrap (bubblewrap), docker or apptainer (singularity)"
+                "unknown backend {other:?}; expected local, bwrap (bubblewrap), docker, apptainer (singularity) or ssh"
             ),
         }
     }
@@ -66,6 +68,30 @@ pub(crate) struct ExecArgs {
     /// hermes-agent's TERMINAL_DOCKER_IMAGE is read too].
     #[arg(long, env = env_vars::SLOTBOX_DOCKER_IMAGE)]
     pub(crate) image: Option<String>,
+
+    /// ssh: the host [hermes-agent's TERMINAL_SSH_HOST is read too].
+    #[arg(long, env = env_vars::SLOTBOX_SSH_HOST)]
+    pub(crate) ssh_host: Option<String>,
+
+    /// ssh: the remote user [hermes-agent's TERMINAL_SSH_USER is read too].
+    #[arg(long, env = env_vars::SLOTBOX_SSH_USER)]
+    pub(crate) ssh_user: Option<String>,
+
+    /// ssh: the port [hermes-agent's TERMINAL_SSH_PORT is read too].
+    #[arg(long)]
+    pub(crate) ssh_port: Option<u16>,
+
+    /// ssh: the private key (no passwords) [hermes-agent's TERMINAL_SSH_KEY is read too].
+    #[arg(long)]
+    pub(crate) ssh_key: Option<PathBuf>,
+
+    /// ssh: a known-hosts file with the host's key (host keys are always checked).
+    #[arg(long)]
+    pub(crate) known_hosts: Option<PathBuf>,
+
+    /// ssh: the remote workspace (absolute); default: the remote home.
+    #[arg(long)]
+    pub(crate) remote_workspace: Option<String>,
 
     /// docker: memory limit in MiB (0: none).
     #[arg(long, default_value_t = 4096)]
@@ -148,7 +174,39 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitStatus> {
             .map_err(|reason| anyhow::anyhow!("{}: {reason}", env_vars::TERMINAL_TIMEOUT))?,
         (None, _) => 60.0,
     };
+    let from_env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|value| !value.trim().is_empty())
+    };
     let backend = match backend_name {
+        BackendName::Ssh => {
+            let host = args
+                .ssh_host
+                .clone()
+                .or_else(|| from_env(env_vars::TERMINAL_SSH_HOST))
+                .context("--backend ssh needs --ssh-host (or TERMINAL_SSH_HOST)")?;
+            let mut config = slotbox_exec::SshConfig::new(host);
+            config.user = args
+                .ssh_user
+                .clone()
+                .or_else(|| from_env(env_vars::TERMINAL_SSH_USER));
+            config.port = match (args.ssh_port, from_env(env_vars::TERMINAL_SSH_PORT)) {
+                (Some(port), _) => Some(port),
+                (None, Some(port)) => Some(port.trim().parse().with_context(|| {
+                    format!("{} is not a port: {port}", env_vars::TERMINAL_SSH_PORT)
+                })?),
+                (None, None) => None,
+            };
+            config.identity = args
+                .ssh_key
+                .clone()
+                .or_else(|| from_env(env_vars::TERMINAL_SSH_KEY).map(PathBuf::from));
+            config.known_hosts = args.known_hosts.clone();
+            config.workspace = args.remote_workspace.clone();
+            anyhow::ensure!(!args.network, "--network does not apply to the ssh backend");
+            Backend::Ssh(config)
+        }
         BackendName::Apptainer => {
             let image = args.image.clone().context(
                 "--backend apptainer needs --image (a SIF file or e.g. docker://debian:12)",

@@ -53,6 +53,12 @@ pub enum Error {
         /// Where apptainer was looked for.
         path: PathBuf,
     },
+    /// The ssh backend cannot connect or prepare the remote side.
+    #[error("the ssh backend cannot run: {detail}")]
+    SshUnavailable {
+        /// What is wrong.
+        detail: String,
+    },
     /// The docker backend cannot run (engine, image or agent).
     #[error("the docker backend cannot run: {detail}")]
     ContainerUnavailable {

@@ -32,6 +32,7 @@ pub use backend::BubblewrapConfig;
 pub use backend::DockerConfig;
 pub use backend::Network;
 pub use backend::SandboxLimits;
+pub use backend::SshConfig;
 pub use cgroup::CgroupLayout;
 pub use cgroup::CgroupLimits;
 pub use env::DEFAULT_ALLOW;

@@ -267,6 +267,9 @@ impl Backend {
             Backend::Local => crate::backend::local::plan(input),
             Backend::Bubblewrap(config) => crate::backend::bubblewrap::plan(config, input),
             Backend::Apptainer(config) => crate::backend::apptainer::plan(config, input),
+            Backend::Ssh(_) => Err(crate::Error::SshUnavailable {
+                detail: "the ssh backend runs commands only in a session".to_owned(),
+            }),
             // A container lives as long as its session; its commands are started by its agent.
             Backend::Docker(_) => Err(crate::Error::ContainerUnavailable {
                 detail: "the docker backend runs commands only in a session".to_owned(),

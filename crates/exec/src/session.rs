@@ -189,6 +189,16 @@ impl Prepared {
             Backend::Apptainer(apptainer) => {
                 crate::backend::apptainer::probe(apptainer).await?;
             }
+            Backend::Ssh(ssh) => {
+                if !ssh.ssh.is_file() {
+                    return Err(Error::SshUnavailable {
+                        detail: format!(
+                            "no ssh client at {} (apt-get install -y openssh-client)",
+                            ssh.ssh.display()
+                        ),
+                    });
+                }
+            }
             Backend::Local => {}
         }
         let workspace_inside = config.backend.workspace_path(&config.workspace)?;
@@ -242,9 +252,19 @@ pub struct Session {
     /// The sandbox's /tmp (bubblewrap); removed when the session is dropped.
     tmp: crate::fs::ScratchDir,
     cwd: String,
+    /// Whether the last remote call published a snapshot (ssh; local ones are files here).
+    published: bool,
 }
 
 impl Session {
+    /// Whether the session has a state snapshot to start commands from.
+    fn has_snapshot(&self) -> bool {
+        match self.sandbox {
+            Some(Sandbox::Ssh(_)) => self.published,
+            _ => self.state.path().join("snapshot").exists(),
+        }
+    }
+
     /// Starts a session: checks the backend (a sandbox that cannot be built is an error, never a
     /// silent downgrade) and takes the login-shell snapshot.
     pub async fn start(config: SessionConfig) -> Result<Self> {
@@ -290,14 +310,32 @@ impl Session {
                 }
                 None => None,
             },
+            Backend::Ssh(ssh) => {
+                let connection = crate::backend::ssh::Connection::open(ssh, state.path()).await?;
+                Some(Sandbox::Ssh(connection))
+            }
             Backend::Local | Backend::Apptainer(_) => None,
         };
+        let mut prepared = prepared;
+        let mut cwd = cwd;
+        if let Some(Sandbox::Ssh(connection)) = &sandbox {
+            // The remote side is known now: its workspace (the default cwd) and home.
+            prepared.workspace_inside = connection.workspace.clone();
+            if config.cwd.is_none() {
+                cwd = connection.workspace.clone();
+            }
+            prepared
+                .env
+                .entry("HOME".to_owned())
+                .or_insert_with(|| connection.home.clone());
+        }
         let mut session = Self {
             prepared,
             state,
             tmp,
             sandbox,
             cwd,
+            published: false,
         };
         session.take_login_snapshot().await?;
         Ok(session)
@@ -344,7 +382,7 @@ impl Session {
         request: &ExecRequest,
     ) -> Result<crate::spawn::RunOutcome> {
         match (&self.sandbox, &self.prepared.backend) {
-            (Some(sandbox), Backend::Bubblewrap(bwrap)) => {
+            (Some(Sandbox::Bubblewrap(host)), Backend::Bubblewrap(bwrap)) => {
                 let plan = crate::backend::bubblewrap::plan_inside(
                     bwrap,
                     &self.prepared.layout,
@@ -352,17 +390,33 @@ impl Session {
                     &self.prepared.env,
                 );
                 crate::spawn::run(
-                    request.run_spec(&plan, crate::spawn::Launcher::Agent(sandbox.channel())),
+                    request.run_spec(&plan, crate::spawn::Launcher::Agent(&host.channel)),
                 )
                 .await
             }
-            (Some(sandbox), Backend::Docker(docker)) => {
+            (Some(Sandbox::Ssh(connection)), Backend::Ssh(ssh)) => {
+                let merged = request.streams == crate::spawn::Streams::Merged;
+                let plan = crate::backend::ssh::plan(
+                    ssh,
+                    &connection.control,
+                    invocation,
+                    &self.prepared.env,
+                    &connection.remote_state,
+                    merged,
+                );
+                let remote = connection.remote_kill();
+                // ssh's stderr channel carries the cwd report (and ssh's own errors): always
+                // apart here, sorted out by `ssh_outcome`.
+                let mut spec = request.run_spec(&plan, crate::spawn::Launcher::Remote(&remote));
+                spec.streams = crate::spawn::Streams::Separate;
+                let outcome = crate::spawn::run(spec).await?;
+                Ok(ssh_outcome(outcome, merged, request.max_output))
+            }
+            (Some(Sandbox::Container { channel, .. }), Backend::Docker(docker)) => {
                 let plan =
                     crate::backend::docker::plan_inside(docker, invocation, &self.prepared.env);
-                crate::spawn::run(
-                    request.run_spec(&plan, crate::spawn::Launcher::Agent(sandbox.channel())),
-                )
-                .await
+                crate::spawn::run(request.run_spec(&plan, crate::spawn::Launcher::Agent(channel)))
+                    .await
             }
             _ => self.prepared.run(invocation, session_dirs, request).await,
         }
@@ -372,7 +426,7 @@ impl Session {
         let bootstrap =
             ExecRequest::new(":").timeout(Some(Timeout::new(std::time::Duration::from_secs(30))));
         let login = self.exec_shell(&bootstrap, true).await?;
-        if login.exit_code == 0 && self.state.path().join("snapshot").exists() {
+        if login.exit_code == 0 && self.has_snapshot() {
             return Ok(());
         }
         // A broken profile must not make the session unusable: fall back to a plain shell's
@@ -383,7 +437,7 @@ impl Session {
             "login shell failed; taking the session snapshot without the profile"
         );
         let plain = self.exec_shell(&bootstrap, false).await?;
-        if plain.exit_code == 0 && self.state.path().join("snapshot").exists() {
+        if plain.exit_code == 0 && self.has_snapshot() {
             return Ok(());
         }
         Err(Error::SessionStart {
@@ -392,6 +446,9 @@ impl Session {
     }
 
     async fn exec_shell(&mut self, request: &ExecRequest, login: bool) -> Result<ExecResult> {
+        if matches!(self.sandbox, Some(Sandbox::Ssh(_))) {
+            return self.exec_remote_shell(request, login).await;
+        }
         let dir = self.state.path();
         // A leftover from a call that was killed mid-dump must not be taken for this call's.
         remove_if_present(&dir.join("snapshot.next"))?;
@@ -419,6 +476,65 @@ impl Session {
         }
         Ok(result_of(outcome, self.cwd.clone()))
     }
+}
+
+impl Session {
+    /// A session call on the remote host: the remote side publishes the snapshot and reports
+    /// the new cwd (see `backend::ssh`).
+    async fn exec_remote_shell(
+        &mut self,
+        request: &ExecRequest,
+        login: bool,
+    ) -> Result<ExecResult> {
+        let invocation = ShellInvocation {
+            login,
+            script: ShellScript::Session {
+                cwd: self.cwd.clone(),
+                command: request.command.clone(),
+            },
+        };
+        let mut outcome = self.run_invocation(&invocation, None, request).await?;
+        self.published = false;
+        if let Some(cwd) = outcome.reported_cwd.take() {
+            self.cwd = cwd;
+            self.published = true;
+        }
+        Ok(result_of(outcome, self.cwd.clone()))
+    }
+}
+
+/// Sorts an ssh call's stderr channel: the cwd report (last line) is taken out; the rest (ssh's
+/// own errors, or the command's stderr when it was asked for apart) goes back to the output or
+/// stays stderr.
+fn ssh_outcome(
+    mut outcome: crate::spawn::RunOutcome,
+    merged: bool,
+    cap: OutputCap,
+) -> crate::spawn::RunOutcome {
+    let Some(stderr) = outcome.stderr.take() else {
+        return outcome;
+    };
+    let mut text = stderr.render("").text;
+    // The reports are the last lines: the exit, before it the cwd (sessions).
+    for prefix in [crate::spawn::REMOTE_EXIT, crate::backend::ssh::CWD_REPORT] {
+        let body = text.strip_suffix('\n').unwrap_or(&text);
+        let start = body.rfind('\n').map_or(0, |at| at + 1);
+        if let Some(value) = body[start..].strip_prefix(prefix) {
+            if prefix == crate::backend::ssh::CWD_REPORT && value.starts_with('/') {
+                outcome.reported_cwd = Some(value.to_owned());
+            }
+            text.truncate(start);
+        }
+    }
+    if merged {
+        // Only ssh's own messages are left there (the command's stderr was merged remotely).
+        outcome.capture.push(&text);
+    } else {
+        let mut capture = crate::output::BoundedCapture::new(cap);
+        capture.push(&text);
+        outcome.stderr = Some(capture);
+    }
+    outcome
 }
 
 /// Where session state directories go by default: a RAM-backed directory when there is one, since
@@ -457,20 +573,13 @@ enum Sandbox {
         channel: crate::agent::Channel,
         _container: crate::backend::docker::Container,
     },
-}
-
-impl Sandbox {
-    fn channel(&self) -> &crate::agent::Channel {
-        match self {
-            Sandbox::Bubblewrap(host) => &host.channel,
-            Sandbox::Container { channel, .. } => channel,
-        }
-    }
+    /// An ssh connection (no agent: each call is an ssh client process).
+    Ssh(crate::backend::ssh::Connection),
 }
 
 /// Runs one command with no state before or after it.
 pub async fn exec_once(config: &SessionConfig, request: &ExecRequest) -> Result<ExecResult> {
-    if let Backend::Docker(_) = config.backend {
+    if let Backend::Docker(_) | Backend::Ssh(_) = config.backend {
         // A container exists only with a session: one for this command alone.
         return Session::start(config.clone())
             .await?

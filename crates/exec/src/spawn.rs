@@ -104,6 +104,64 @@ pub(crate) struct RunOutcome {
     /// stderr, with `Streams::Separate`.
     pub(crate) stderr: Option<BoundedCapture>,
     pub(crate) elapsed: Duration,
+    /// The cwd a remote session reported after the call (ssh).
+    pub(crate) reported_cwd: Option<String>,
+}
+
+/// How to kill a command's process group on a remote host (the ssh backend): killing the
+/// local ssh client alone would leave it running there.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteKill {
+    /// The ssh client.
+    pub(crate) ssh: std::path::PathBuf,
+    /// Its arguments up to the remote line (control socket, options, destination, `--`).
+    pub(crate) prefix: Vec<String>,
+    /// The remote state directory holding the command's pid file.
+    pub(crate) remote_state: String,
+}
+
+/// The line a remote command prints last on its stderr channel: `# slotbox-exit N`.
+pub(crate) const REMOTE_EXIT: &str = "# slotbox-exit ";
+
+impl RemoteKill {
+    /// SIGKILLs the remote group and waits until the kill ran.
+    async fn kill_now(&self) {
+        let _ = tokio::process::Command::new(&self.ssh)
+            .args(&self.prefix)
+            .arg(crate::backend::ssh::kill_line(&self.remote_state, "KILL"))
+            .env_clear()
+            .env("PATH", crate::env::DEFAULT_PATH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await;
+    }
+
+    /// Sends `signal` to the remote group, in the background (a signal must not wait).
+    fn send(&self, signal: Signal) {
+        let name = match signal {
+            Signal::SIGKILL => "KILL",
+            Signal::SIGTERM => "TERM",
+            _ => return,
+        };
+        let spawned = tokio::process::Command::new(&self.ssh)
+            .args(&self.prefix)
+            .arg(crate::backend::ssh::kill_line(&self.remote_state, name))
+            .env_clear()
+            .env("PATH", crate::env::DEFAULT_PATH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Ok(mut child) = spawned {
+            // Reaped in the background; the kill must not be cut short by a drop.
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+        }
+    }
 }
 
 /// Where a plan's process is started.
@@ -111,6 +169,8 @@ pub(crate) struct RunOutcome {
 pub(crate) enum Launcher<'a> {
     /// Spawned by this process, on the host.
     Host,
+    /// Spawned on the host (an ssh client) for a command whose process group is remote.
+    Remote(&'a RemoteKill),
     /// Started by the agent of a long-lived sandbox (see `agent`); the plan is in its terms.
     Agent(&'a crate::agent::Channel),
 }
@@ -123,6 +183,8 @@ enum Process<'a> {
         pgid: Option<Pid>,
         /// The leader was waited for: its pid may be reused from now on.
         reaped: bool,
+        /// The command's remote group, killed along with the local one (boxed: rare, large).
+        remote: Option<Box<RemoteKill>>,
     },
     Agent {
         channel: &'a crate::agent::Channel,
@@ -135,6 +197,14 @@ enum Process<'a> {
 
 impl Process<'_> {
     fn signal(&self, signal: Signal) {
+        if let Process::Host {
+            pgid: Some(_),
+            remote: Some(remote),
+            ..
+        } = self
+        {
+            remote.send(signal);
+        }
         match self {
             Process::Host {
                 pgid: Some(pgid),
@@ -168,6 +238,29 @@ impl Process<'_> {
                 signal: signal as i32,
             }),
             Process::Host { pgid: None, .. } | Process::Agent { armed: false, .. } => {}
+        }
+    }
+
+    /// Kills the local process group only (never the remote one).
+    fn kill_local(&self) {
+        if let Process::Host {
+            pgid: Some(pgid),
+            reaped: false,
+            ..
+        } = self
+        {
+            let _ = killpg(*pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// Kills the remote group now and waits for that to be done (bounded).
+    async fn kill_remote_now(&self) {
+        if let Process::Host {
+            remote: Some(remote),
+            ..
+        } = self
+        {
+            let _ = tokio::time::timeout(KILL_GRACE * 5, remote.kill_now()).await;
         }
     }
 
@@ -237,8 +330,12 @@ async fn launch<'a>(
     stdio: [OwnedFd; 3],
 ) -> Result<Process<'a>> {
     let [stdin, stdout, stderr] = stdio;
+    let remote = match launcher {
+        Launcher::Remote(remote) => Some(Box::new(remote.clone())),
+        _ => None,
+    };
     match launcher {
-        Launcher::Host => {
+        Launcher::Host | Launcher::Remote(_) => {
             let mut command = host_command(plan);
             command
                 .stdin(Stdio::from(stdin))
@@ -262,6 +359,7 @@ async fn launch<'a>(
                 child,
                 pgid,
                 reaped: false,
+                remote,
             })
         }
         Launcher::Agent(channel) => {
@@ -325,12 +423,32 @@ struct OutputPipe {
     capture: BoundedCapture,
     buffer: Vec<u8>,
     eof: bool,
+    /// The end of the text seen so far (at most one line), to spot an exit report.
+    last_line: String,
 }
 
 impl OutputPipe {
     /// Handles one read result; returns whether any output arrived.
     fn take(&mut self, read: io::Result<usize>) -> bool {
         self.take_text(read).is_some()
+    }
+
+    /// The exit code in a remote exit report (`REMOTE_EXIT` line) that ends the text so far.
+    fn reported_exit(&mut self, text: &str) -> Option<i32> {
+        self.last_line.push_str(text);
+        if let Some(at) = self.last_line[..self.last_line.len().saturating_sub(1)].rfind('\n') {
+            self.last_line.drain(..=at);
+        }
+        // Only a short line can be a report; anything longer is output.
+        if self.last_line.len() > 64 {
+            self.last_line.clear();
+            return None;
+        }
+        self.last_line
+            .strip_prefix(REMOTE_EXIT)?
+            .strip_suffix('\n')?
+            .parse()
+            .ok()
     }
 
     /// Handles one read result; returns the text it decoded, if any bytes arrived.
@@ -360,6 +478,7 @@ impl OutputPipe {
             capture: BoundedCapture::new(cap),
             buffer: vec![0u8; READ_CHUNK],
             eof: false,
+            last_line: String::new(),
         })
     }
 
@@ -495,8 +614,14 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
     }
 
     let mut output = OutputPipe::new(read_end, spec.cap)?;
+    // A remote command's stderr channel ends with its reports (`backend::ssh`): room for them
+    // beyond the cap, so they are never cut; the session applies the cap once they are out.
+    let stderr_cap = match spec.launcher {
+        Launcher::Remote(_) => OutputCap::chars(spec.cap.get().saturating_add(8192)),
+        _ => spec.cap,
+    };
     let mut stderr = stderr_read_end
-        .map(|read_end| OutputPipe::new(read_end, spec.cap))
+        .map(|read_end| OutputPipe::new(read_end, stderr_cap))
         .transpose()?;
 
     let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -520,6 +645,8 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
 
     let mut sink = spec.sink;
     let mut exit_code: Option<i32> = None;
+    let remote = matches!(spec.launcher, Launcher::Remote(_));
+    let mut ended_by_report = false;
     let stop: Option<Ending> = loop {
         if exit_code.is_some() && all_eof(&output, &stderr) {
             break None;
@@ -542,10 +669,22 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
                 }
             }
             read = read_optional(&mut stderr) => {
-                if stderr.as_mut().is_some_and(|pipe| pipe.take(read))
+                let text = stderr.as_mut().and_then(|pipe| pipe.take_text(read));
+                if text.is_some()
                     && let Some(stall_limit) = stall_limit
                 {
                     stall.as_mut().reset(tokio::time::Instant::now() + stall_limit.duration());
+                }
+                // A remote command reports its end on the stderr channel: the local client may
+                // go on waiting for background jobs that hold the channel open.
+                if remote
+                    && exit_code.is_none()
+                    && let (Some(text), Some(pipe)) = (text, stderr.as_mut())
+                    && let Some(code) = pipe.reported_exit(&text)
+                {
+                    exit_code = Some(code);
+                    ended_by_report = true;
+                    drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
                 }
             }
             status = process.wait(), if exit_code.is_none() => {
@@ -567,6 +706,10 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
         None => {
             // Finished on its own: background jobs it started may keep running (agents start
             // servers that way); they are not ours to kill here.
+            if ended_by_report {
+                // The local ssh client only waits for them to close the channel: it goes.
+                process.kill_local();
+            }
             process.disarm();
             Ending::Exited(exit_code.unwrap_or(0))
         }
@@ -582,6 +725,7 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
         capture,
         stderr,
         elapsed: started.elapsed(),
+        reported_cwd: None,
     })
 }
 
@@ -608,6 +752,8 @@ async fn stop_group(
     }
     // Always, even if the shell exited: a child that ignores SIGTERM is still in the group.
     process.signal(Signal::SIGKILL);
+    // A remote group is killed through another round trip: done before the call returns.
+    process.kill_remote_now().await;
     process.disarm();
     if !exited {
         // Bounded: a sandbox agent that stopped answering must not hang the call.

@@ -6,6 +6,10 @@
 
 #![allow(clippy::print_stderr)]
 
+mod sshd;
+
+pub use sshd::TestSshd;
+
 /// Whether a missing real part must fail the test rather than skip it.
 pub fn real_parts_required() -> bool {
     let flag = |name: &str| {

@@ -435,3 +435,114 @@ fn backends_slotbox_does_not_have_are_refused_not_replaced() {
     );
     assert_eq!(stdout(&output), "local\n");
 }
+
+#[test]
+fn ssh_backend_keeps_the_contract_checks_host_keys_and_reads_hermes_settings() {
+    let server = slotbox_test_support::TestSshd::start();
+    let probe = server.as_ref().map(|_| ()).map_err(Clone::clone);
+    if !slotbox_test_support::require("sshd on loopback", probe) {
+        return;
+    }
+    let server = server.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let port = server.port.to_string();
+    let workspace = dir.path().to_str().unwrap();
+    let known_hosts = server.known_hosts.to_str().unwrap();
+    let key = server.identity.to_str().unwrap();
+    let output = slotbox(
+        dir.path(),
+        &[
+            "exec",
+            "--backend",
+            "ssh",
+            "--ssh-host",
+            "127.0.0.1",
+            "--ssh-port",
+            &port,
+            "--ssh-user",
+            &server.user,
+            "--ssh-key",
+            key,
+            "--known-hosts",
+            known_hosts,
+            "--remote-workspace",
+            workspace,
+            "--json",
+            "--",
+            "cd sub && echo hi && echo err >&2; (exit 4)",
+        ],
+        &[],
+    );
+    let result: ExecResult = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(
+        (result.exit_code, result.output.as_str(), result.cwd),
+        (4, "hi\nerr\n", format!("{workspace}/sub"))
+    );
+    // hermes-agent's settings choose the backend and the host; a timeout kills the remote
+    // command, not just the local client.
+    let tag = format!("slotbox-ssh-{}", std::process::id());
+    let started = Instant::now();
+    let output = slotbox(
+        dir.path(),
+        &[
+            "exec",
+            "--known-hosts",
+            known_hosts,
+            "--remote-workspace",
+            workspace,
+            "--timeout",
+            "1",
+            "--",
+            &format!("echo remote; exec -a {tag} sleep 60"),
+        ],
+        &[
+            ("TERMINAL_ENV", "ssh"),
+            ("TERMINAL_SSH_HOST", "127.0.0.1"),
+            ("TERMINAL_SSH_USER", &server.user),
+            ("TERMINAL_SSH_PORT", &port),
+            ("TERMINAL_SSH_KEY", key),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(124), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("remote\n"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        !super::process_alive(&tag),
+        "the remote command outlived its timeout"
+    );
+    // An unknown host key is refused, never accepted.
+    let empty = dir.path().join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let output = slotbox(
+        dir.path(),
+        &[
+            "exec",
+            "--backend",
+            "ssh",
+            "--ssh-host",
+            "127.0.0.1",
+            "--ssh-port",
+            &port,
+            "--ssh-user",
+            &server.user,
+            "--ssh-key",
+            key,
+            "--known-hosts",
+            empty.to_str().unwrap(),
+            "--",
+            "true",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(125));
+    assert!(
+        stderr(&output).contains("Host key verification failed"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -8,6 +8,7 @@ pub mod apptainer;
 pub(crate) mod bubblewrap;
 pub mod docker;
 pub(crate) mod local;
+pub mod ssh;
 
 use std::path::PathBuf;
 
@@ -17,6 +18,7 @@ pub use bubblewrap::BubblewrapConfig;
 pub use bubblewrap::Network;
 pub use bubblewrap::SandboxLimits;
 pub use docker::DockerConfig;
+pub use ssh::SshConfig;
 
 /// Where commands run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,8 @@ pub enum Backend {
     Docker(DockerConfig),
     /// In `apptainer exec` of an image, per call (see `apptainer`).
     Apptainer(ApptainerConfig),
+    /// On another machine over one persistent ssh connection per session (see `ssh`).
+    Ssh(SshConfig),
 }
 
 impl Backend {
@@ -40,6 +44,7 @@ impl Backend {
             Backend::Bubblewrap(_) => "bwrap",
             Backend::Docker(_) => "docker",
             Backend::Apptainer(_) => "apptainer",
+            Backend::Ssh(_) => "ssh",
         }
     }
 
@@ -50,6 +55,8 @@ impl Backend {
             Backend::Bubblewrap(config) => Ok(config.workspace_mount.clone()),
             Backend::Docker(config) => Ok(config.workspace_mount.clone()),
             Backend::Apptainer(config) => Ok(config.workspace_mount.clone()),
+            // Known for sure once connected (the session reports the resolved one).
+            Backend::Ssh(config) => Ok(config.workspace.clone().unwrap_or_else(|| "~".to_owned())),
         }
     }
 
@@ -75,6 +82,8 @@ impl Backend {
             Backend::Apptainer(config) => {
                 vec![("HOME".to_owned(), config.workspace_mount.clone())]
             }
+            // The remote user's home, filled in once connected.
+            Backend::Ssh(_) => Vec::new(),
         }
     }
 }

@@ -54,7 +54,44 @@ pub(crate) async fn backends() -> Vec<Backend> {
     if let Some(docker) = docker().await {
         backends.push(docker);
     }
+    if let Some(ssh) = ssh() {
+        backends.push(ssh);
+    }
     backends
+}
+
+/// One sshd on loopback for the whole test binary (sessions share it, as agents share a host).
+static SSHD: std::sync::OnceLock<Result<slotbox_test_support::TestSshd, String>> =
+    std::sync::OnceLock::new();
+
+/// `backend` with `workspace` as its workspace: for ssh the "remote" host is this one, and its
+/// workspace is the test's own directory (else every test would share the remote home).
+pub(crate) fn at(backend: &Backend, workspace: &std::path::Path) -> Backend {
+    match backend {
+        Backend::Ssh(config) => Backend::Ssh(slotbox_exec::SshConfig {
+            workspace: Some(workspace.to_str().unwrap().to_owned()),
+            ..config.clone()
+        }),
+        other => other.clone(),
+    }
+}
+
+/// The ssh backend against a real sshd on loopback (required in CI).
+pub(crate) fn ssh() -> Option<Backend> {
+    let server = SSHD.get_or_init(slotbox_test_support::TestSshd::start);
+    let server = match server {
+        Ok(server) => server,
+        Err(reason) => {
+            slotbox_test_support::require("sshd on loopback", Err(reason.clone()));
+            return None;
+        }
+    };
+    let mut config = slotbox_exec::SshConfig::new("127.0.0.1");
+    config.port = Some(server.port);
+    config.user = Some(server.user.clone());
+    config.identity = Some(server.identity.clone());
+    config.known_hosts = Some(server.known_hosts.clone());
+    Some(Backend::Ssh(config))
 }
 
 /// The docker backend with the test image (`SLOTBOX_TEST_IMAGE`, default `slotbox-sandbox:test`,
@@ -96,7 +133,8 @@ pub(crate) fn with_agent(config: BubblewrapConfig) -> BubblewrapConfig {
 
 pub(crate) async fn fixture(backend: &Backend) -> Fixture {
     let workspace = tempfile::tempdir().unwrap();
-    let session = Session::start(SessionConfig::new(backend.clone(), workspace.path()))
+    let backend = at(backend, workspace.path());
+    let session = Session::start(SessionConfig::new(backend, workspace.path()))
         .await
         .unwrap();
     Fixture { workspace, session }

@@ -11,6 +11,7 @@ use super::backends;
 async fn one_shot_calls_share_no_state() {
     for backend in backends().await {
         let workspace = tempfile::tempdir().unwrap();
+        let backend = super::at(&backend, workspace.path());
         let config = SessionConfig::new(backend.clone(), workspace.path());
         let r = exec_once(
             &config,
@@ -35,18 +36,27 @@ async fn one_shot_calls_share_no_state() {
 async fn one_shot_timeout_and_exit_code() {
     for backend in backends().await {
         let workspace = tempfile::tempdir().unwrap();
+        let backend = super::at(&backend, workspace.path());
         let config = SessionConfig::new(backend.clone(), workspace.path());
         let r = exec_once(&config, &ExecRequest::new("exit 7"))
             .await
             .unwrap();
         assert_eq!(r.exit_code, 7);
+        // A remote command needs a round trip before its first output can arrive.
+        let (limit, notice) = match backend {
+            slotbox_exec::Backend::Ssh(_) => (2000, "2s"),
+            _ => (200, "0.2s"),
+        };
         let request = ExecRequest::new("echo x; sleep 5").timeout(Some(
-            slotbox_exec::Timeout::new(std::time::Duration::from_millis(200)),
+            slotbox_exec::Timeout::new(std::time::Duration::from_millis(limit)),
         ));
         let r = exec_once(&config, &request).await.unwrap();
         assert_eq!(
             (r.exit_code, r.output.as_str()),
-            (124, "x\n\n[Command timed out after 0.2s]")
+            (
+                124,
+                format!("x\n\n[Command timed out after {notice}]").as_str()
+            )
         );
     }
 }

@@ -167,8 +167,11 @@ async fn login_profile_exports_are_in_the_snapshot() {
             "export FROM_PROFILE=yes\nprofile_fn() { echo fn-ok; }\n",
         )
         .unwrap();
+        let backend = super::at(&backend, workspace.path());
         let mut config = slotbox_exec::SessionConfig::new(backend.clone(), workspace.path());
-        if backend == slotbox_exec::Backend::Local {
+        if backend == slotbox_exec::Backend::Local
+            || matches!(backend, slotbox_exec::Backend::Ssh(_))
+        {
             // Under bwrap HOME is the workspace already; locally point it there explicitly.
             config.env = config.env.set("HOME", workspace.path().to_str().unwrap());
         }
