@@ -13,6 +13,8 @@ pub(crate) const SLOTBOX_DOCKER_IMAGE: &str = "SLOTBOX_DOCKER_IMAGE";
 pub(crate) const TERMINAL_ENV: &str = "TERMINAL_ENV";
 /// hermes-agent's docker image setting (alias of `SLOTBOX_DOCKER_IMAGE`, which wins).
 pub(crate) const TERMINAL_DOCKER_IMAGE: &str = "TERMINAL_DOCKER_IMAGE";
+/// hermes-agent's singularity/apptainer image (read when `--image` is not given).
+pub(crate) const TERMINAL_SINGULARITY_IMAGE: &str = "TERMINAL_SINGULARITY_IMAGE";
 /// hermes-agent's command timeout in seconds (read when `--timeout` is not given).
 pub(crate) const TERMINAL_TIMEOUT: &str = "TERMINAL_TIMEOUT";
 /// The host of the ssh backend of `slotbox exec`.

@@ -64,9 +64,10 @@ pub(crate) struct ExecArgs {
     #[arg(long, value_parser = parse_seconds)]
     pub(crate) timeout: Option<f64>,
 
-    /// docker: the image (it needs /bin/bash and glibc) [default: slotbox-sandbox:latest;
-    /// hermes-agent's TERMINAL_DOCKER_IMAGE is read too].
-    #[arg(long, env = env_vars::SLOTBOX_DOCKER_IMAGE)]
+    /// docker: the image (it needs /bin/bash and glibc) [default: SLOTBOX_DOCKER_IMAGE, else
+    /// hermes-agent's TERMINAL_DOCKER_IMAGE, else slotbox-sandbox:latest]; apptainer: the image
+    /// (a SIF file or e.g. docker://debian:12) [default: TERMINAL_SINGULARITY_IMAGE].
+    #[arg(long)]
     pub(crate) image: Option<String>,
 
     /// ssh: the host [hermes-agent's TERMINAL_SSH_HOST is read too].
@@ -208,9 +209,13 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitStatus> {
             Backend::Ssh(config)
         }
         BackendName::Apptainer => {
-            let image = args.image.clone().context(
-                "--backend apptainer needs --image (a SIF file or e.g. docker://debian:12)",
-            )?;
+            let image = args
+                .image
+                .clone()
+                .or_else(|| from_env(env_vars::TERMINAL_SINGULARITY_IMAGE))
+                .context(
+                    "--backend apptainer needs --image (a SIF file or e.g. docker://debian:12)",
+                )?;
             let mut config = slotbox_exec::ApptainerConfig::new(image);
             if args.network {
                 config.network = Network::On;
@@ -221,8 +226,8 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitStatus> {
             let image = args
                 .image
                 .clone()
-                .or_else(|| std::env::var(env_vars::TERMINAL_DOCKER_IMAGE).ok())
-                .filter(|image| !image.trim().is_empty())
+                .or_else(|| from_env(env_vars::SLOTBOX_DOCKER_IMAGE))
+                .or_else(|| from_env(env_vars::TERMINAL_DOCKER_IMAGE))
                 .unwrap_or_else(|| "slotbox-sandbox:latest".to_owned());
             let agent = slotbox_exec::AgentCommand {
                 program: std::env::current_exe().context("locating the slotbox binary")?,
@@ -246,7 +251,10 @@ pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitStatus> {
             Backend::Docker(config)
         }
         BackendName::Local => {
-            anyhow::ensure!(!args.network, "--network applies to the bwrap backend only");
+            anyhow::ensure!(
+                !args.network,
+                "--network does not apply to the local backend (it has the host's network)"
+            );
             Backend::Local
         }
         BackendName::Bwrap => {

@@ -181,11 +181,14 @@ impl Prepared {
             });
         }
         let layout = crate::probe::host_layout()?;
+        let mut image_env = Vec::new();
         match &config.backend {
             Backend::Bubblewrap(bwrap) => {
                 crate::probe::bubblewrap(bwrap, &layout, &config.workspace).await?;
             }
-            Backend::Docker(docker) => crate::backend::docker::probe(docker).await?,
+            Backend::Docker(docker) => {
+                image_env = crate::backend::docker::probe(docker).await?;
+            }
             Backend::Apptainer(apptainer) => {
                 crate::backend::apptainer::probe(apptainer).await?;
             }
@@ -203,7 +206,8 @@ impl Prepared {
         }
         let workspace_inside = config.backend.workspace_path(&config.workspace)?;
         let parent = crate::env::parent_env();
-        let defaults = config.backend.default_env(&config.workspace);
+        let mut defaults = image_env;
+        defaults.extend(config.backend.default_env(&config.workspace));
         let defaults: Vec<(&str, &str)> = defaults
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()))
@@ -361,6 +365,15 @@ impl Session {
     /// than a new sandbox). Changes nothing of the session.
     pub async fn exec_stateless(&mut self, request: &ExecRequest) -> Result<ExecResult> {
         let cwd = self.prepared.workspace_inside.clone();
+        self.exec_stateless_in(cwd, request).await
+    }
+
+    /// `exec_stateless` starting in `cwd` (as the backend sees it).
+    async fn exec_stateless_in(
+        &mut self,
+        cwd: String,
+        request: &ExecRequest,
+    ) -> Result<ExecResult> {
         let invocation = ShellInvocation {
             login: false,
             script: ShellScript::OneShot {
@@ -580,11 +593,13 @@ enum Sandbox {
 /// Runs one command with no state before or after it.
 pub async fn exec_once(config: &SessionConfig, request: &ExecRequest) -> Result<ExecResult> {
     if let Backend::Docker(_) | Backend::Ssh(_) = config.backend {
-        // A container exists only with a session: one for this command alone.
-        return Session::start(config.clone())
-            .await?
-            .exec_stateless(request)
-            .await;
+        // A container (or connection) exists only with a session: one for this command alone.
+        let mut session = Session::start(config.clone()).await?;
+        let cwd = config
+            .cwd
+            .clone()
+            .unwrap_or_else(|| session.prepared.workspace_inside.clone());
+        return session.exec_stateless_in(cwd, request).await;
     }
     let prepared = Prepared::new(config).await?;
     let cwd = config

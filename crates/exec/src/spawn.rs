@@ -55,6 +55,10 @@ pub const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 /// `DRAIN_AFTER_EXIT` it bounds how long a process that ignores SIGTERM survives (under 2 s).
 pub const KILL_GRACE: Duration = Duration::from_millis(1000);
 
+/// How long starting a command may take (an agent's `started`): far above the milliseconds it
+/// takes, far below any wait that looks like a hang.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Read size: large enough that a flood of output costs few wakeups.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -375,7 +379,17 @@ async fn launch<'a>(
                 .send(&request, &[stdin.as_fd(), stdout.as_fd(), stderr.as_fd()])
                 .await;
             drop((stdin, stdout, stderr));
-            sent.map_err(Error::io("sending a command to the sandbox agent"))?;
+            sent.map_err(|source| match source.kind() {
+                // The agent is gone (killed by a command, or its sandbox died): the caller
+                // restarts the session rather than failing every later call.
+                io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::NotConnected => Error::SandboxGone,
+                _ => Error::Io {
+                    context: "sending a command to the sandbox agent".to_owned(),
+                    source,
+                },
+            })?;
             // From here the command may be running: if this future is dropped before `started`
             // arrives, dropping `process` still kills it (signals name the request id).
             let process = Process::Agent {
@@ -602,7 +616,10 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
         OwnedFd::from(stderr_write_end),
     ];
     // `launch` consumes our copies of the write ends, or EOF would never arrive.
-    let mut process = launch(spec.launcher, plan, stdio).await?;
+    // An agent that stopped answering (a command can stop it) must not hang the call.
+    let mut process = tokio::time::timeout(LAUNCH_TIMEOUT, launch(spec.launcher, plan, stdio))
+        .await
+        .map_err(|_| Error::SandboxGone)??;
 
     if let (Some(data), Some(mut stdin)) = (spec.stdin, stdin_writer) {
         // A separate task: a command that reads its input slowly (or never) must not block the

@@ -136,6 +136,13 @@ impl Registry {
             move |source| Error::Setup { path, source }
         };
         std::fs::create_dir_all(&config.data_dir).map_err(setup(&config.data_dir))?;
+        // Only the server's user may enter: a slot's files (a command may leave a setuid
+        // binary owned by the server's user there) are nobody else's business on this host.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(setup(&config.data_dir))?;
+        }
         let trash = config.data_dir.join(".trash");
         // A previous run's trash moves aside whole, so its removal never races a reset that is
         // renaming a workspace into `.trash`.

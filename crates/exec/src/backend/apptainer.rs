@@ -58,7 +58,12 @@ impl ApptainerConfig {
 
 pub(crate) fn plan(config: &ApptainerConfig, input: &PlanInput<'_>) -> Result<SpawnPlan> {
     let workspace = utf8(input.workspace)?;
-    let mut args: Vec<String> = vec!["exec".to_owned(), "--containall".to_owned()];
+    // `--quiet`: apptainer's own warnings would land in every command's output.
+    let mut args: Vec<String> = vec![
+        "--quiet".to_owned(),
+        "exec".to_owned(),
+        "--containall".to_owned(),
+    ];
     if config.network == Network::Off {
         args.extend([
             "--net".to_owned(),
@@ -70,15 +75,21 @@ pub(crate) fn plan(config: &ApptainerConfig, input: &PlanInput<'_>) -> Result<Sp
         Some(overlay) => args.extend(["--overlay".to_owned(), utf8(overlay)?.to_owned()]),
         None => args.push("--writable-tmpfs".to_owned()),
     }
+    // The workspace is the home (apptainer refuses HOME from APPTAINERENV_HOME; `--home` both
+    // binds it and sets HOME).
     args.extend([
-        "--bind".to_owned(),
-        format!("{workspace}:{}:rw", config.workspace_mount),
+        "--home".to_owned(),
+        format!("{workspace}:{}", config.workspace_mount),
     ]);
     let state_dir = match input.session {
         Some(dirs) => {
+            // The session's state, and its /tmp, which persists between its calls as under
+            // bubblewrap (`--containall` would give each call an empty one).
             args.extend([
                 "--bind".to_owned(),
                 format!("{}:{STATE_INSIDE}:rw", utf8(dirs.state)?),
+                "--bind".to_owned(),
+                format!("{}:/tmp:rw", utf8(dirs.tmp)?),
             ]);
             Some(STATE_INSIDE)
         }
@@ -99,7 +110,9 @@ pub(crate) fn plan(config: &ApptainerConfig, input: &PlanInput<'_>) -> Result<Sp
         crate::env::DEFAULT_PATH.to_owned(),
     )]);
     for (name, value) in input.env {
-        env.insert(format!("APPTAINERENV_{name}"), value.clone());
+        if name != "HOME" {
+            env.insert(format!("APPTAINERENV_{name}"), value.clone());
+        }
     }
     Ok(SpawnPlan {
         program: config.apptainer.clone(),

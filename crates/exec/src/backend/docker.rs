@@ -41,6 +41,67 @@ pub const STATE_INSIDE: &str = "/run/slotbox";
 const SOCKET_NAME: &str = "agent.sock";
 /// Label on every session container.
 pub const LABEL_SESSION: &str = "io.slotbox.session";
+/// Label naming the process that owns a session container (`<boot id>:<pid>`): a container
+/// whose owner is gone is an orphan, removed by the next slotbox that starts a container.
+pub const LABEL_OWNER: &str = "io.slotbox.owner";
+
+/// This process as a container owner: the boot id keeps a pid from an earlier boot from
+/// being taken for a live one.
+fn owner() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    format!("{}:{}", boot.trim(), std::process::id())
+}
+
+/// Whether the owner a label names is alive (same boot, pid present).
+fn owner_alive(label: &str) -> bool {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    match label.rsplit_once(':') {
+        Some((owner_boot, pid)) if owner_boot == boot.trim() => {
+            std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        // Another boot, or unreadable: its owner is not running now.
+        _ => false,
+    }
+}
+
+/// Removes session containers whose owning process is gone (a slotbox killed before it could
+/// remove them, e.g. with their agent stopped). Once per process.
+async fn reap_orphans(docker: &Docker) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let filters = HashMap::from([("label".to_owned(), vec![LABEL_SESSION.to_owned()])]);
+        let Ok(listed) = docker
+            .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+        else {
+            return;
+        };
+        for container in listed {
+            let orphan = container
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(LABEL_OWNER))
+                .is_some_and(|owner| !owner_alive(owner));
+            if let (true, Some(id)) = (orphan, container.id) {
+                tracing::warn!(container = %id, "removing an orphaned session container");
+                let _ = docker
+                    .remove_container(
+                        &id,
+                        Some(bollard::query_parameters::RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+            }
+        }
+    })
+    .await;
+}
 /// How long a container may take until its agent answers.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -84,6 +145,7 @@ pub fn container_spec(
     workspace: &Path,
     state: &Path,
     session_id: &str,
+    owner: &str,
 ) -> Result<ContainerCreateBody> {
     let mut cmd = vec![AGENT_INSIDE.to_owned()];
     cmd.extend(config.agent.args.iter().cloned());
@@ -106,6 +168,7 @@ pub fn container_spec(
         labels: Some(HashMap::from([
             ("io.slotbox.managed".to_owned(), "true".to_owned()),
             (LABEL_SESSION.to_owned(), session_id.to_owned()),
+            (LABEL_OWNER.to_owned(), owner.to_owned()),
         ])),
         hostname: Some("slotbox".to_owned()),
         network_disabled: Some(config.network == Network::Off),
@@ -142,12 +205,23 @@ pub fn container_spec(
 pub(crate) struct Container {
     docker: Docker,
     id: String,
+    /// The host pid of the container's init (the engine is local).
+    init_pid: Option<i32>,
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        // The agent exits when our socket closes and the engine removes the container
-        // (AutoRemove); this also covers an agent that hangs.
+        // First, synchronously: every process in the container dies now (its pid namespace
+        // ends with its init), before the session removes the directories bound into it. A
+        // command still running there could otherwise race that removal with symlinks, and
+        // the removal runs as root. (A SIGKILLed process never runs again.)
+        if let Some(pid) = self.init_pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // Then the container itself (AutoRemove covers most cases; this covers the rest).
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let docker = self.docker.clone();
             let id = std::mem::take(&mut self.id);
@@ -178,18 +252,21 @@ async fn engine() -> Result<Docker> {
         .map_err(unavailable)
 }
 
-/// Checks that the engine answers and has the image (a clear error, never a fallback).
-pub(crate) async fn probe(config: &DockerConfig) -> Result<()> {
+/// Checks that the engine answers and has the image (a clear error, never a fallback); returns
+/// the image's own environment (its `PATH`, `CARGO_HOME`, `JAVA_HOME`, …), which commands get as
+/// defaults under the session's environment policy.
+pub(crate) async fn probe(config: &DockerConfig) -> Result<Vec<(String, String)>> {
     let docker = engine().await?;
-    docker
-        .inspect_image(&config.image)
-        .await
-        .map_err(|error| Error::ContainerUnavailable {
-            detail: format!(
-                "image {} is not on the Docker Engine: {error}",
-                config.image
-            ),
-        })?;
+    let image =
+        docker
+            .inspect_image(&config.image)
+            .await
+            .map_err(|error| Error::ContainerUnavailable {
+                detail: format!(
+                    "image {} is not on the Docker Engine: {error}",
+                    config.image
+                ),
+            })?;
     if !config.agent.program.is_file() {
         return Err(Error::ContainerUnavailable {
             detail: format!(
@@ -198,7 +275,17 @@ pub(crate) async fn probe(config: &DockerConfig) -> Result<()> {
             ),
         });
     }
-    Ok(())
+    Ok(image
+        .config
+        .and_then(|config| config.env)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|entry| {
+            let (name, value) = entry.split_once('=')?;
+            // HOME is the workspace, as in every sandbox.
+            (name != "HOME").then(|| (name.to_owned(), value.to_owned()))
+        })
+        .collect())
 }
 
 /// Starts the session's container and connects to its agent.
@@ -208,8 +295,9 @@ pub(crate) async fn start(
     state: &Path,
 ) -> Result<(crate::agent::Channel, Container)> {
     let docker = engine().await?;
+    reap_orphans(&docker).await;
     let session_id = uuid::Uuid::new_v4().simple().to_string();
-    let spec = container_spec(config, workspace, state, &session_id)?;
+    let spec = container_spec(config, workspace, state, &session_id, &owner())?;
     let created = docker
         .create_container(
             Some(bollard::query_parameters::CreateContainerOptions {
@@ -222,9 +310,10 @@ pub(crate) async fn start(
         .map_err(|error| Error::ContainerUnavailable {
             detail: format!("creating the session container: {error}"),
         })?;
-    let container = Container {
+    let mut container = Container {
         docker: docker.clone(),
         id: created.id,
+        init_pid: None,
     };
     docker
         .start_container(
@@ -235,6 +324,17 @@ pub(crate) async fn start(
         .map_err(|error| Error::ContainerUnavailable {
             detail: format!("starting the session container: {error}"),
         })?;
+    container.init_pid = docker
+        .inspect_container(
+            &container.id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .ok()
+        .and_then(|inspected| inspected.state)
+        .and_then(|state| state.pid)
+        .and_then(|pid| i32::try_from(pid).ok())
+        .filter(|pid| *pid > 0);
     let socket = state.join(SOCKET_NAME);
     let channel = connect(&docker, &container.id, &socket).await?;
     Ok((channel, container))
@@ -326,6 +426,7 @@ mod tests {
             Path::new("/srv/slots/slot_0"),
             Path::new("/dev/shm/slotbox-session-x"),
             "0123abcd",
+            "boot:42",
         )
         .unwrap();
         insta::with_settings!({ sort_maps => true }, {

@@ -122,3 +122,40 @@ async fn a_missing_image_is_a_clear_error() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_stopped_agent_fails_the_next_call_instead_of_hanging_and_nothing_is_left() {
+    let Some(backend) = docker().await else {
+        return;
+    };
+    let mut f = fixture(&backend).await;
+    // The command stops the agent (its parent): its own exit is never reported, so this call
+    // ends by its timeout.
+    let r = f
+        .exec(
+            slotbox_exec::ExecRequest::new("kill -STOP $PPID; echo stopped").timeout(Some(
+                slotbox_exec::Timeout::new(std::time::Duration::from_secs(1)),
+            )),
+        )
+        .await;
+    assert!(r.output.starts_with("stopped\n"), "{}", r.output);
+    let started = std::time::Instant::now();
+    let error = f
+        .session
+        .exec(&slotbox_exec::ExecRequest::new("echo never"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::SandboxGone), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    // Dropping the session kills the container at once and removes it.
+    let workspace = f.workspace.path().to_owned();
+    drop(f.session);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !containers_of(&workspace).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the container outlived its session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
