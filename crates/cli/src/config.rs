@@ -19,6 +19,40 @@ pub(crate) struct ConfigFile {
     /// `slotbox up`.
     #[serde(default)]
     pub(crate) up: UpFile,
+    /// `slotbox exec`.
+    #[serde(default)]
+    pub(crate) exec: ExecFile,
+    /// `slotbox serve`.
+    #[serde(default)]
+    pub(crate) serve: ServeFile,
+}
+
+/// `[exec]`: where `slotbox exec` runs commands.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExecFile {
+    /// `local`, `bwrap`, `docker`, `apptainer` or `ssh` (hermes-agent's names too).
+    pub(crate) backend: Option<String>,
+    /// Default command timeout in seconds.
+    pub(crate) timeout_s: Option<f64>,
+    /// docker / apptainer image.
+    pub(crate) image: Option<String>,
+    pub(crate) ssh_host: Option<String>,
+    pub(crate) ssh_user: Option<String>,
+    pub(crate) ssh_port: Option<u16>,
+    pub(crate) ssh_key: Option<PathBuf>,
+    pub(crate) known_hosts: Option<PathBuf>,
+    pub(crate) remote_workspace: Option<String>,
+}
+
+/// `[serve]`: how `slotbox serve` isolates its slots.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServeFile {
+    /// `auto`, `bwrap`, `docker` or `none`.
+    pub(crate) isolation: Option<String>,
+    /// The image of `isolation = "docker"`.
+    pub(crate) image: Option<String>,
 }
 
 /// `[up]`: the slot pool.
@@ -115,6 +149,8 @@ mod tests {
             config.up.docker.image.as_deref(),
             Some("slotbox-sandbox:latest")
         );
+        assert_eq!(config.exec.backend.as_deref(), Some("local"));
+        assert_eq!(config.serve.isolation.as_deref(), Some("auto"));
     }
 
     #[test]

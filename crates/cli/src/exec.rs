@@ -55,6 +55,10 @@ impl BackendName {
 
 #[derive(Debug, Args)]
 pub(crate) struct ExecArgs {
+    /// Configuration file (TOML, table `[exec]`; see docs/config.md).
+    #[arg(long, env = env_vars::SLOTBOX_CONFIG)]
+    pub(crate) config: Option<PathBuf>,
+
     /// Where the command runs [default: local; hermes-agent's TERMINAL_ENV is read too].
     #[arg(long, value_enum, env = env_vars::SLOTBOX_BACKEND)]
     pub(crate) backend: Option<BackendName>,
@@ -160,21 +164,64 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     Ok(seconds)
 }
 
-pub(crate) async fn run(args: ExecArgs) -> anyhow::Result<ExitStatus> {
+pub(crate) async fn run(mut args: ExecArgs) -> anyhow::Result<ExitStatus> {
     let workspace = std::fs::canonicalize(&args.workspace)
         .with_context(|| format!("workspace {}", args.workspace.display()))?;
+    // Settings: command line > environment (slotbox's, then hermes-agent's) > file > default.
+    let file = crate::config::load(args.config.as_deref())?.exec;
     let backend_name = match (args.backend, std::env::var(env_vars::TERMINAL_ENV)) {
         (Some(name), _) => name,
         (None, Ok(name)) if !name.trim().is_empty() => BackendName::parse_alias(&name)
             .with_context(|| format!("from {}", env_vars::TERMINAL_ENV))?,
-        (None, _) => BackendName::Local,
+        (None, _) => match &file.backend {
+            Some(name) => BackendName::parse_alias(name).context("[exec] backend")?,
+            None => BackendName::Local,
+        },
     };
     let timeout = match (args.timeout, std::env::var(env_vars::TERMINAL_TIMEOUT)) {
         (Some(seconds), _) => seconds,
         (None, Ok(text)) if !text.trim().is_empty() => parse_seconds(text.trim())
             .map_err(|reason| anyhow::anyhow!("{}: {reason}", env_vars::TERMINAL_TIMEOUT))?,
-        (None, _) => 60.0,
+        (None, _) => match file.timeout_s {
+            Some(seconds) => parse_seconds(&seconds.to_string())
+                .map_err(|reason| anyhow::anyhow!("[exec] timeout_s: {reason}"))?,
+            None => 60.0,
+        },
     };
+    // The file's values come last: after the flags and both families of variables.
+    let env_or = |names: &[&str]| {
+        names.iter().any(|name| {
+            std::env::var(name)
+                .ok()
+                .is_some_and(|value| !value.trim().is_empty())
+        })
+    };
+    if args.image.is_none()
+        && !env_or(&[
+            env_vars::SLOTBOX_DOCKER_IMAGE,
+            env_vars::TERMINAL_DOCKER_IMAGE,
+            env_vars::TERMINAL_SINGULARITY_IMAGE,
+        ])
+    {
+        args.image = file.image.clone();
+    }
+    if args.ssh_host.is_none() && !env_or(&[env_vars::TERMINAL_SSH_HOST]) {
+        args.ssh_host = file.ssh_host.clone();
+    }
+    if args.ssh_user.is_none() && !env_or(&[env_vars::TERMINAL_SSH_USER]) {
+        args.ssh_user = file.ssh_user.clone();
+    }
+    if args.ssh_port.is_none() && !env_or(&[env_vars::TERMINAL_SSH_PORT]) {
+        args.ssh_port = file.ssh_port;
+    }
+    if args.ssh_key.is_none() && !env_or(&[env_vars::TERMINAL_SSH_KEY]) {
+        args.ssh_key = file.ssh_key.clone();
+    }
+    args.known_hosts = args.known_hosts.take().or(file.known_hosts.clone());
+    args.remote_workspace = args
+        .remote_workspace
+        .take()
+        .or(file.remote_workspace.clone());
     let from_env = |name: &str| {
         std::env::var(name)
             .ok()

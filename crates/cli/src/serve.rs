@@ -39,9 +39,12 @@ pub(crate) struct ServeArgs {
     /// Where slot workspaces live; default `$NOMAD_ALLOC_DIR/data` under Nomad, else /data.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// How slot commands are isolated.
-    #[arg(long, value_enum, default_value = "auto")]
-    isolation: IsolationName,
+    /// Configuration file (TOML, table `[serve]`; see docs/config.md).
+    #[arg(long, env = env_vars::SLOTBOX_CONFIG)]
+    config: Option<PathBuf>,
+    /// How slot commands are isolated [default: auto].
+    #[arg(long, value_enum)]
+    isolation: Option<IsolationName>,
     /// Bearer token required on every route but /v1/health.
     #[arg(long, env = env_vars::SLOTBOX_TOKEN, hide_env_values = true)]
     token: Option<String>,
@@ -57,9 +60,10 @@ pub(crate) struct ServeArgs {
     /// CPU limit per slot in cores, enforced with cgroups (0: none).
     #[arg(long, default_value_t = 1.0)]
     cpus: f64,
-    /// `--isolation docker`: the slots' image (it needs /bin/bash and glibc).
-    #[arg(long, env = env_vars::SLOTBOX_DOCKER_IMAGE, default_value = "slotbox-sandbox:latest")]
-    image: String,
+    /// `--isolation docker`: the slots' image (it needs /bin/bash and glibc)
+    /// [default: slotbox-sandbox:latest].
+    #[arg(long, env = env_vars::SLOTBOX_DOCKER_IMAGE)]
+    image: Option<String>,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitStatus> {
@@ -85,10 +89,24 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitStatus> {
         pids: (args.pids > 0).then_some(args.pids),
         cpu_millis: (args.cpus > 0.0).then(|| (args.cpus * 1000.0).round() as u64),
     };
-    let isolation = if args.isolation == IsolationName::Docker {
-        docker_isolation(&args.image, limits).await?
+    // Settings: command line > environment > file (`[serve]`) > default.
+    let file = crate::config::load(args.config.as_deref())?.serve;
+    let requested = match (args.isolation, &file.isolation) {
+        (Some(isolation), _) => isolation,
+        (None, Some(name)) => IsolationName::from_str(name, true).map_err(|_| {
+            anyhow::anyhow!("[serve] isolation = {name:?}: expected auto, bwrap, docker or none")
+        })?,
+        (None, None) => IsolationName::Auto,
+    };
+    let isolation = if requested == IsolationName::Docker {
+        let image = args
+            .image
+            .clone()
+            .or(file.image.clone())
+            .unwrap_or_else(|| "slotbox-sandbox:latest".to_owned());
+        docker_isolation(&image, limits).await?
     } else {
-        resolve_isolation(args.isolation, args.bwrap, &data_dir, limits).await?
+        resolve_isolation(requested, args.bwrap, &data_dir, limits).await?
     };
     let config = ServerConfig {
         slots: args.slots as usize,

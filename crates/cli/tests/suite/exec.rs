@@ -546,3 +546,60 @@ fn ssh_backend_keeps_the_contract_checks_host_keys_and_reads_hermes_settings() {
         stderr(&output)
     );
 }
+
+#[test]
+fn the_config_file_sets_defaults_that_flags_and_variables_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("slotbox.toml");
+    std::fs::write(&config, "[exec]\nbackend = \"local\"\ntimeout_s = 1\n").unwrap();
+    let config = config.to_str().unwrap();
+    // The file's timeout applies...
+    let output = slotbox(
+        dir.path(),
+        &["exec", "--config", config, "--", "sleep 5"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(124));
+    // ...below the command line,
+    let output = slotbox(
+        dir.path(),
+        &[
+            "exec",
+            "--config",
+            config,
+            "--timeout",
+            "30",
+            "--",
+            "sleep 1.5; echo done",
+        ],
+        &[],
+    );
+    assert_eq!(
+        (output.status.code(), stdout(&output)),
+        (Some(0), "done\n".to_owned())
+    );
+    // ...and below hermes-agent's variable.
+    let output = slotbox(
+        dir.path(),
+        &["exec", "--", "sleep 1.5; echo done"],
+        &[("SLOTBOX_CONFIG", config), ("TERMINAL_TIMEOUT", "30")],
+    );
+    assert_eq!(
+        (output.status.code(), stdout(&output)),
+        (Some(0), "done\n".to_owned())
+    );
+    // A wrong value names its key.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[exec]\nbackend = \"modal\"\n").unwrap();
+    let output = slotbox(
+        dir.path(),
+        &["exec", "--config", bad.to_str().unwrap(), "--", "true"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(125));
+    assert!(
+        stderr(&output).contains("[exec] backend"),
+        "{}",
+        stderr(&output)
+    );
+}
