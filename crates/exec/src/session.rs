@@ -408,7 +408,12 @@ impl Session {
                 .await
             }
             (Some(Sandbox::Ssh(connection)), Backend::Ssh(ssh)) => {
+                if !connection.alive() {
+                    // Without its master, ssh would quietly open a new connection per call.
+                    return Err(Error::SandboxGone);
+                }
                 let merged = request.streams == crate::spawn::Streams::Merged;
+                let call = connection.next_call();
                 let plan = crate::backend::ssh::plan(
                     ssh,
                     &connection.control,
@@ -416,8 +421,9 @@ impl Session {
                     &self.prepared.env,
                     &connection.remote_state,
                     merged,
+                    call,
                 );
-                let remote = connection.remote_kill();
+                let remote = connection.remote_kill(call);
                 // ssh's stderr channel carries the cwd report (and ssh's own errors): always
                 // apart here, sorted out by `ssh_outcome`.
                 let mut spec = request.run_spec(&plan, crate::spawn::Launcher::Remote(&remote));

@@ -122,6 +122,8 @@ pub(crate) struct RemoteKill {
     pub(crate) prefix: Vec<String>,
     /// The remote state directory holding the command's pid file.
     pub(crate) remote_state: String,
+    /// The call's number (its pid file is `pid.<call>`).
+    pub(crate) call: u64,
 }
 
 /// The line a remote command prints last on its stderr channel: `# slotbox-exit N`.
@@ -132,7 +134,11 @@ impl RemoteKill {
     async fn kill_now(&self) {
         let _ = tokio::process::Command::new(&self.ssh)
             .args(&self.prefix)
-            .arg(crate::backend::ssh::kill_line(&self.remote_state, "KILL"))
+            .arg(crate::backend::ssh::kill_line(
+                &self.remote_state,
+                self.call,
+                "KILL",
+            ))
             .env_clear()
             .env("PATH", crate::env::DEFAULT_PATH)
             .stdin(Stdio::null())
@@ -152,7 +158,11 @@ impl RemoteKill {
         };
         let spawned = tokio::process::Command::new(&self.ssh)
             .args(&self.prefix)
-            .arg(crate::backend::ssh::kill_line(&self.remote_state, name))
+            .arg(crate::backend::ssh::kill_line(
+                &self.remote_state,
+                self.call,
+                name,
+            ))
             .env_clear()
             .env("PATH", crate::env::DEFAULT_PATH)
             .stdin(Stdio::null())
@@ -242,18 +252,6 @@ impl Process<'_> {
                 signal: signal as i32,
             }),
             Process::Host { pgid: None, .. } | Process::Agent { armed: false, .. } => {}
-        }
-    }
-
-    /// Kills the local process group only (never the remote one).
-    fn kill_local(&self) {
-        if let Process::Host {
-            pgid: Some(pgid),
-            reaped: false,
-            ..
-        } = self
-        {
-            let _ = killpg(*pgid, Signal::SIGKILL);
         }
     }
 
@@ -663,7 +661,6 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
     let mut sink = spec.sink;
     let mut exit_code: Option<i32> = None;
     let remote = matches!(spec.launcher, Launcher::Remote(_));
-    let mut ended_by_report = false;
     let stop: Option<Ending> = loop {
         if exit_code.is_some() && all_eof(&output, &stderr) {
             break None;
@@ -700,7 +697,6 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
                     && let Some(code) = pipe.reported_exit(&text)
                 {
                     exit_code = Some(code);
-                    ended_by_report = true;
                     drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
                 }
             }
@@ -723,10 +719,9 @@ pub(crate) async fn run(spec: RunSpec<'_>) -> Result<RunOutcome> {
         None => {
             // Finished on its own: background jobs it started may keep running (agents start
             // servers that way); they are not ours to kill here.
-            if ended_by_report {
-                // The local ssh client only waits for them to close the channel: it goes.
-                process.kill_local();
-            }
+            // With an exit report (ssh), the local client may still wait for background jobs
+            // holding the channel: it is left to them (reaped in the background, its output
+            // drained by `finish`), so they can go on writing, as locally.
             process.disarm();
             Ending::Exited(exit_code.unwrap_or(0))
         }

@@ -87,7 +87,11 @@ impl TestSshd {
             ),
         )
         .map_err(|error| error.to_string())?;
-        let child = Command::new(&sshd)
+        // Through setpriv: sshd dies with the test process that started it (a test binary
+        // keeps one for its whole life and never drops it).
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(&sshd)
             .args(["-D", "-e", "-f"])
             .arg(&config)
             .stdin(Stdio::null())

@@ -82,6 +82,8 @@ impl SshConfig {
             "StrictHostKeyChecking=yes".to_owned(),
             "-o".to_owned(),
             "LogLevel=ERROR".to_owned(),
+            "-o".to_owned(),
+            "ConnectTimeout=10".to_owned(),
         ];
         if let Some(port) = self.port {
             options.extend(["-p".to_owned(), port.to_string()]);
@@ -148,9 +150,14 @@ pub(crate) fn remote_line(
     env: &BTreeMap<String, String>,
     remote_state: &str,
     merge_stderr: bool,
+    call: u64,
 ) -> String {
     let state = quote(remote_state);
-    let mut line = format!("echo $$ >{state}/pid; ");
+    // Its own pid file per call (a late kill must never hit a later call's group), and a kill
+    // that arrived before the pid was written cancels the call here.
+    let mut line = format!(
+        "echo $$ >{state}/pid.{call}; if [ -e {state}/cancel.{call} ]; then exit 137; fi; "
+    );
     line.push_str("env -i");
     for (name, value) in env {
         line.push(' ');
@@ -172,7 +179,7 @@ pub(crate) fn remote_line(
     if merge_stderr {
         line.push_str(" 2>&1");
     }
-    line.push_str("; s=$?");
+    line.push_str(&format!("; s=$?; rm -f {state}/pid.{call}"));
     if let ShellScript::Session { .. } = invocation.script {
         // Publish only a whole dump (its last line is the cwd), then report that cwd.
         line.push_str(&format!(
@@ -197,13 +204,14 @@ pub(crate) fn plan(
     env: &BTreeMap<String, String>,
     remote_state: &str,
     merge_stderr: bool,
+    call: u64,
 ) -> SpawnPlan {
     SpawnPlan {
         program: config.ssh.clone(),
         args: call_args(
             config,
             control,
-            &remote_line(invocation, env, remote_state, merge_stderr),
+            &remote_line(invocation, env, remote_state, merge_stderr, call),
         ),
         // ssh's own environment: nothing of slotbox's (no agent socket, no secrets).
         env: BTreeMap::from([("PATH".to_owned(), crate::env::DEFAULT_PATH.to_owned())]),
@@ -212,11 +220,13 @@ pub(crate) fn plan(
     }
 }
 
-/// The shell line that kills the remote process group recorded in the pid file.
-pub(crate) fn kill_line(remote_state: &str, signal: &str) -> String {
+/// The shell line that kills call `call`'s remote process group (or cancels the call if it has
+/// not written its pid yet). `kill -SIG -PGID`, not `kill -SIG -- -PGID`: dash's `kill` (the
+/// login shell of many accounts) rejects `--`.
+pub(crate) fn kill_line(remote_state: &str, call: u64, signal: &str) -> String {
+    let state = quote(remote_state);
     format!(
-        "p=$(cat {}/pid 2>/dev/null) && kill -{signal} -- -\"$p\" 2>/dev/null; true",
-        quote(remote_state)
+        ": >{state}/cancel.{call}; p=$(cat {state}/pid.{call} 2>/dev/null) && kill -{signal} -\"$p\" 2>/dev/null; true"
     )
 }
 
@@ -232,7 +242,9 @@ pub(crate) struct Connection {
     pub(crate) workspace: String,
     /// The remote user's home.
     pub(crate) home: String,
-    master: tokio::process::Child,
+    calls: std::sync::atomic::AtomicU64,
+    /// `None` only while dropping.
+    master: std::sync::Mutex<Option<tokio::process::Child>>,
 }
 
 impl Connection {
@@ -295,7 +307,8 @@ impl Connection {
             remote_state: String::new(),
             workspace: String::new(),
             home: String::new(),
-            master,
+            calls: std::sync::atomic::AtomicU64::new(0),
+            master: std::sync::Mutex::new(Some(master)),
         };
         let workspace = match &config.workspace {
             Some(dir) => format!("mkdir -p {0} && cd {0} && pwd -P", quote(dir)),
@@ -327,14 +340,19 @@ impl Connection {
 
     /// Runs a short control line on the remote host; its stdout.
     pub(crate) async fn run(&self, line: &str) -> Result<String> {
-        let output = tokio::process::Command::new(&self.config.ssh)
-            .args(call_args(&self.config, &self.control, line))
-            .env_clear()
-            .env("PATH", crate::env::DEFAULT_PATH)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|error| unavailable(format!("running ssh: {error}")))?;
+        let output = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            tokio::process::Command::new(&self.config.ssh)
+                .args(call_args(&self.config, &self.control, line))
+                .env_clear()
+                .env("PATH", crate::env::DEFAULT_PATH)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .map_err(|_| unavailable("the remote host did not answer within 30 s".to_owned()))?
+        .map_err(|error| unavailable(format!("running ssh: {error}")))?;
         if !output.status.success() {
             return Err(unavailable(format!(
                 "ssh {}: {}",
@@ -345,8 +363,26 @@ impl Connection {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// How the runner kills a call's remote process group.
-    pub(crate) fn remote_kill(&self) -> crate::spawn::RemoteKill {
+    /// A fresh call number (names the call's pid file).
+    pub(crate) fn next_call(&self) -> u64 {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the master connection still runs (a dead one would make ssh fall back to a
+    /// direct connection per call, silently).
+    pub(crate) fn alive(&self) -> bool {
+        let mut master = self
+            .master
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        master
+            .as_mut()
+            .is_some_and(|master| matches!(master.try_wait(), Ok(None)))
+    }
+
+    /// How the runner kills call `call`'s remote process group.
+    pub(crate) fn remote_kill(&self, call: u64) -> crate::spawn::RemoteKill {
         crate::spawn::RemoteKill {
             ssh: self.config.ssh.clone(),
             prefix: {
@@ -356,15 +392,19 @@ impl Connection {
                 args
             },
             remote_state: self.remote_state.clone(),
+            call,
         }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // The remote state directory goes with the session, then the master connection.
-        if !self.remote_state.is_empty() {
-            let _ = std::process::Command::new(&self.config.ssh)
+        // The remote state directory goes with the session (through the master, so before
+        // it), then the master connection. Off the caller's thread when there is a runtime: a
+        // slow or dead remote must not stall it (ConnectTimeout bounds the rest).
+        let cleanup = (!self.remote_state.is_empty()).then(|| {
+            let mut command = std::process::Command::new(&self.config.ssh);
+            command
                 .args(call_args(
                     &self.config,
                     &self.control,
@@ -374,11 +414,27 @@ impl Drop for Connection {
                 .env("PATH", crate::env::DEFAULT_PATH)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .and_then(|mut child| child.wait());
+                .stderr(std::process::Stdio::null());
+            command
+        });
+        let master = self
+            .master
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let finish = move || {
+            if let Some(mut command) = cleanup {
+                let _ = command.spawn().and_then(|mut child| child.wait());
+            }
+            // Killed on drop (`kill_on_drop`), after the removal went through it.
+            drop(master);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(finish);
+            }
+            Err(_) => finish(),
         }
-        let _ = self.master.start_kill();
     }
 }
 
@@ -420,11 +476,12 @@ mod tests {
             &env,
             "/tmp/slotbox-session-abc",
             true,
+            7,
         );
         insta::assert_snapshot!(plan.to_string());
         assert_eq!(
-            kill_line("/tmp/slotbox-session-abc", "KILL"),
-            "p=$(cat '/tmp/slotbox-session-abc'/pid 2>/dev/null) && kill -KILL -- -\"$p\" 2>/dev/null; true"
+            kill_line("/tmp/slotbox-session-abc", 7, "KILL"),
+            ": >'/tmp/slotbox-session-abc'/cancel.7; p=$(cat '/tmp/slotbox-session-abc'/pid.7 2>/dev/null) && kill -KILL -\"$p\" 2>/dev/null; true"
         );
     }
 }

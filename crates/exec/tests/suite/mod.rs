@@ -6,6 +6,7 @@ mod one_shot;
 mod output;
 mod process;
 mod session;
+mod ssh;
 
 use slotbox_exec::Backend;
 use slotbox_exec::BubblewrapConfig;
