@@ -294,43 +294,26 @@ async fn bench_ssh(
     let mut session = Session::start(SessionConfig::new(Backend::Ssh(config), scratch.path()))
         .await
         .context("starting an ssh session")?;
-    let requests = [ExecRequest::new("true"), ExecRequest::new("echo hi")];
-    let mut floor = Samples(Vec::new());
-    let mut calls = [Samples(Vec::new()), Samples(Vec::new())];
-    for round in 0..args.warmup + args.iterations {
-        let counted = round >= args.warmup;
-        let started = Instant::now();
+    let (options, destination) = (&options, &destination);
+    let floor = move || async move {
         let status = tokio::process::Command::new("ssh")
-            .args(&options)
-            .arg(&destination)
+            .args(options)
+            .arg(destination)
             .arg("true")
             .stdin(std::process::Stdio::null())
             .status()
             .await?;
         anyhow::ensure!(status.success(), "ssh true: {status}");
-        if counted {
-            floor.0.push(started.elapsed());
-        }
-        for (request, samples) in requests.iter().zip(calls.iter_mut()) {
-            let started = Instant::now();
-            let result = session.exec(request).await?;
-            anyhow::ensure!(result.exit_code == 0, "{result:?}");
-            if counted {
-                samples.0.push(started.elapsed());
-            }
-        }
-    }
-    let floor_p50 = floor.percentile(50.0);
-    print_row("floor: ssh `true` (open connection)", &floor, floor_p50);
-    for (request, samples) in requests.iter().zip(calls.iter()) {
-        let name = format!("ssh session: {}", request.command);
-        let ratio = print_row(&name, samples, floor_p50);
-        if ratio > 1.5 {
-            missed.push(format!(
-                "{name}: p50 {ratio:.2}x the floor (target <= 1.5x)"
-            ));
-        }
-    }
+        Ok(())
+    };
+    against_floor(
+        args,
+        &mut session,
+        "floor: ssh `true` (open connection)",
+        floor,
+        missed,
+    )
+    .await?;
     let _ = master.kill().await;
     Ok(())
 }
@@ -368,17 +351,6 @@ async fn bench_docker(
         .await
         .context("creating the floor's container")?
         .id;
-    let remove = || async {
-        let _ = docker
-            .remove_container(
-                &floor_container,
-                Some(bollard::query_parameters::RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
-    };
     let measured = async {
         docker
             .start_container(
@@ -394,15 +366,11 @@ async fn bench_docker(
         let mut session = Session::start(SessionConfig::new(backend.clone(), workspace))
             .await
             .context("starting a docker session")?;
-        let requests = [ExecRequest::new("true"), ExecRequest::new("echo hi")];
-        let mut floor = Samples(Vec::new());
-        let mut calls = [Samples(Vec::new()), Samples(Vec::new())];
-        for round in 0..args.warmup + args.iterations {
-            let counted = round >= args.warmup;
-            let started = Instant::now();
+        let (docker, floor_container) = (&docker, &floor_container);
+        let floor = move || async move {
             let exec = docker
                 .create_exec(
-                    &floor_container,
+                    floor_container,
                     bollard::models::ExecConfig {
                         cmd: Some(vec!["true".to_owned()]),
                         attach_stdout: Some(true),
@@ -418,34 +386,66 @@ async fn bench_docker(
             }
             let code = docker.inspect_exec(&exec.id).await?.exit_code;
             anyhow::ensure!(code == Some(0), "docker exec true: {code:?}");
-            if counted {
-                floor.0.push(started.elapsed());
-            }
-            for (request, samples) in requests.iter().zip(calls.iter_mut()) {
-                let started = Instant::now();
-                let result = session.exec(request).await?;
-                anyhow::ensure!(result.exit_code == 0, "{result:?}");
-                if counted {
-                    samples.0.push(started.elapsed());
-                }
-            }
-        }
-        let floor_p50 = floor.percentile(50.0);
-        print_row("floor: docker exec `true`", &floor, floor_p50);
-        for (request, samples) in requests.iter().zip(calls.iter()) {
-            let name = format!("docker session: {}", request.command);
-            let ratio = print_row(&name, samples, floor_p50);
-            if ratio > 1.5 {
-                missed.push(format!(
-                    "{name}: p50 {ratio:.2}x the floor (target <= 1.5x)"
-                ));
-            }
-        }
-        anyhow::Ok(())
+            Ok(())
+        };
+        against_floor(
+            args,
+            &mut session,
+            "floor: docker exec `true`",
+            floor,
+            missed,
+        )
+        .await
     }
     .await;
-    remove().await;
+    slotbox_exec::backend::docker::force_remove(&docker, &floor_container).await;
     measured
+}
+
+/// Interleaved rounds of `floor` and the session calls `true` and `echo hi` (machine noise hits
+/// every case alike); prints the rows and records the calls over 1.5x their floor.
+async fn against_floor<F, Fut>(
+    args: &BenchExecArgs,
+    session: &mut Session,
+    floor_name: &str,
+    mut floor: F,
+    missed: &mut Vec<String>,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let requests = [ExecRequest::new("true"), ExecRequest::new("echo hi")];
+    let mut floor_samples = Samples(Vec::new());
+    let mut calls = [Samples(Vec::new()), Samples(Vec::new())];
+    for round in 0..args.warmup + args.iterations {
+        let counted = round >= args.warmup;
+        let started = Instant::now();
+        floor().await?;
+        if counted {
+            floor_samples.0.push(started.elapsed());
+        }
+        for (request, samples) in requests.iter().zip(calls.iter_mut()) {
+            let started = Instant::now();
+            let result = session.exec(request).await?;
+            anyhow::ensure!(result.exit_code == 0, "{result:?}");
+            if counted {
+                samples.0.push(started.elapsed());
+            }
+        }
+    }
+    let floor_p50 = floor_samples.percentile(50.0);
+    print_row(floor_name, &floor_samples, floor_p50);
+    for (request, samples) in requests.iter().zip(calls.iter()) {
+        let name = format!("{} session: {}", session.backend().name(), request.command);
+        let ratio = print_row(&name, samples, floor_p50);
+        if ratio > 1.5 {
+            missed.push(format!(
+                "{name}: p50 {ratio:.2}x the floor (target <= 1.5x)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn print_row(name: &str, samples: &Samples, floor_p50: Duration) -> f64 {

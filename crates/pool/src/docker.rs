@@ -230,16 +230,15 @@ impl DockerScheduler {
                 )),
                 _ => engine_error("inspecting the image", &error),
             })?;
-        let leftovers = self.labelled_containers().await?;
-        if !leftovers.is_empty() {
+        let removed = self.sweep().await?;
+        if removed > 0 {
             tracing::warn!(
-                count = leftovers.len(),
+                count = removed,
                 pool = %self.config.pool_name,
-                "removing containers an earlier pool of this name left behind"
+                "removed containers an earlier pool of this name left behind"
             );
         }
-        drop(leftovers);
-        self.sweep().await
+        Ok(())
     }
 
     async fn start(&self) -> Result<ServerHandle> {
@@ -425,16 +424,18 @@ impl DockerScheduler {
 
     /// Removes every container labelled with this pool's name; tries them all, then reports
     /// the failures together.
-    async fn sweep(&self) -> Result<()> {
+    /// Returns how many there were.
+    async fn sweep(&self) -> Result<usize> {
         let mut failures = Vec::new();
-        for id in self.labelled_containers().await? {
-            if let Err(error) = self.remove(&id, Duration::ZERO).await {
+        let labelled = self.labelled_containers().await?;
+        for id in &labelled {
+            if let Err(error) = self.remove(id, Duration::ZERO).await {
                 failures.push(error.to_string());
             }
         }
         self.containers().clear();
         if failures.is_empty() {
-            Ok(())
+            Ok(labelled.len())
         } else {
             Err(Error::Scheduler(failures.join("; ")))
         }
@@ -463,7 +464,7 @@ impl Scheduler for DockerScheduler {
     }
 
     fn shutdown(&self) -> SchedulerFuture<'_, Result<()>> {
-        Box::pin(self.sweep())
+        Box::pin(async { self.sweep().await.map(drop) })
     }
 }
 

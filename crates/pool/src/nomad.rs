@@ -388,20 +388,19 @@ impl NomadScheduler {
     /// The registered job, if any.
     async fn read_job(&self) -> Result<Option<Value>> {
         let what = format!("read job {}", self.config.job_id);
+        self.get_optional(&self.job_path(), &what).await
+    }
+
+    /// `GET path`'s body, or `None` when Nomad answers 404.
+    async fn get_optional(&self, path: &str, what: &str) -> Result<Option<Value>> {
         match self
             .api
-            .call(
-                reqwest::Method::GET,
-                &self.job_path(),
-                &[],
-                None,
-                CALL_TIMEOUT,
-            )
+            .call(reqwest::Method::GET, path, &[], None, CALL_TIMEOUT)
             .await
         {
             Ok(answer) => Ok(Some(answer.body)),
             Err(CallError::Status { status: 404, .. }) => Ok(None),
-            Err(error) => Err(self.failure(&what, error)),
+            Err(error) => Err(self.failure(what, error)),
         }
     }
 
@@ -575,21 +574,11 @@ impl NomadScheduler {
 
     /// One allocation in full, or `None` if Nomad does not know it.
     async fn allocation(&self, id: &str) -> Result<Option<Value>> {
-        match self
-            .api
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/allocation/{id}"),
-                &[],
-                None,
-                CALL_TIMEOUT,
-            )
-            .await
-        {
-            Ok(answer) => Ok(Some(answer.body)),
-            Err(CallError::Status { status: 404, .. }) => Ok(None),
-            Err(error) => Err(self.failure(&format!("read allocation {id}"), error)),
-        }
+        self.get_optional(
+            &format!("/v1/allocation/{id}"),
+            &format!("read allocation {id}"),
+        )
+        .await
     }
 
     /// Takes the free running allocation with the lowest name index, if any, after forgetting

@@ -4,6 +4,8 @@
 // Test helpers outside #[test] functions: a failed setup step should panic loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use pretty_assertions::assert_eq;
@@ -36,16 +38,8 @@ async fn pool(
         .unwrap(),
     );
     let pool = Pool::new(scheduler.clone(), None);
-    slotbox_pool::start_background(&pool);
-    for _ in 0..servers {
-        pool.add_server().await.unwrap();
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let app = slotbox_pool::router(Arc::clone(&pool), None);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let base = format!("http://{address}");
-    Some((pool, scheduler, Client::new(&base), base))
+    let (client, base) = common::fill_and_serve(&pool, servers).await;
+    Some((pool, scheduler, client, base))
 }
 
 fn command(text: &str) -> ExecBody {

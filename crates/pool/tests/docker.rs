@@ -5,6 +5,8 @@
 // Test helpers outside #[test] functions: a failed setup step should panic loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,20 +77,8 @@ async fn pool(
     let sweep = Sweep(config.pool_name.clone());
     let scheduler = ready_scheduler(config).await?;
     let pool = Pool::new(scheduler.clone(), None);
-    slotbox_pool::start_background(&pool);
-    for _ in 0..servers {
-        pool.add_server().await.unwrap();
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let app = slotbox_pool::router(Arc::clone(&pool), None);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Some((
-        pool,
-        scheduler,
-        Client::new(format!("http://{address}")),
-        sweep,
-    ))
+    let (client, _) = common::fill_and_serve(&pool, servers).await;
+    Some((pool, scheduler, client, sweep))
 }
 
 fn lease_request() -> CreateLease {

@@ -5,6 +5,7 @@
 // Test helpers outside #[test] functions: a failed setup step should panic loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod fake_nomad;
 
 use std::collections::BTreeSet;
@@ -63,16 +64,9 @@ fn config(fake: &FakeNomad, binary: PathBuf, slots: usize) -> NomadConfig {
 /// A pool over `scheduler`, prepared, with `servers` servers, served on loopback.
 async fn pool(scheduler: Arc<NomadScheduler>, servers: usize) -> (Arc<Pool>, Client) {
     let pool = Pool::new(scheduler, None);
-    slotbox_pool::start_background(&pool);
     pool.prepare().await.unwrap();
-    for _ in 0..servers {
-        pool.add_server().await.unwrap();
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let app = slotbox_pool::router(Arc::clone(&pool), None);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (pool, Client::new(format!("http://{address}")))
+    let (client, _) = common::fill_and_serve(&pool, servers).await;
+    (pool, client)
 }
 
 fn scale_requests(fake: &FakeNomad) -> Vec<Logged> {

@@ -60,16 +60,24 @@ pub fn workspace_binary(name: &str) -> Result<std::path::PathBuf, String> {
 /// Whether any process on the host has `needle` in its command line (`/proc/*/cmdline`), to check
 /// that a test's process (tagged with `exec -a TAG`) was or was not killed.
 pub fn process_alive(needle: &str) -> bool {
+    count_processes(needle) > 0
+}
+
+/// How many processes on the host have `needle` in their command line.
+pub fn count_processes(needle: &str) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
+        return 0;
     };
-    entries.flatten().any(|entry| {
-        std::fs::read(entry.path().join("cmdline"))
-            .map(|cmdline| {
-                String::from_utf8_lossy(&cmdline)
-                    .replace('\0', " ")
-                    .contains(needle)
-            })
-            .unwrap_or(false)
-    })
+    entries
+        .flatten()
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .map(|cmdline| {
+                    String::from_utf8_lossy(&cmdline)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .count()
 }

@@ -8,23 +8,7 @@ use super::process_alive;
 use super::serve::http;
 use super::serve::lease;
 use super::serve::listening;
-
-/// How many processes have `needle` in their command line.
-fn count_processes(needle: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|entry| {
-            std::fs::read(entry.path().join("cmdline"))
-                .map(|cmdline| {
-                    String::from_utf8_lossy(&cmdline)
-                        .replace('\0', " ")
-                        .contains(needle)
-                })
-                .unwrap_or(false)
-        })
-        .count()
-}
+use slotbox_test_support::count_processes;
 
 /// Children of `parent` (their pids).
 pub(super) fn children_of(parent: u32) -> Vec<i32> {

@@ -88,15 +88,7 @@ async fn reap_orphans(docker: &Docker) {
                 .is_some_and(|owner| !owner_alive(owner));
             if let (true, Some(id)) = (orphan, container.id) {
                 tracing::warn!(container = %id, "removing an orphaned session container");
-                let _ = docker
-                    .remove_container(
-                        &id,
-                        Some(bollard::query_parameters::RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
+                force_remove(docker, &id).await;
             }
         }
     })
@@ -225,19 +217,22 @@ impl Drop for Container {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let docker = self.docker.clone();
             let id = std::mem::take(&mut self.id);
-            runtime.spawn(async move {
-                let _ = docker
-                    .remove_container(
-                        &id,
-                        Some(bollard::query_parameters::RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
-            });
+            runtime.spawn(async move { force_remove(&docker, &id).await });
         }
     }
+}
+
+/// Removes a container, running or not; one that is already gone is fine.
+pub async fn force_remove(docker: &Docker, id: &str) {
+    let _ = docker
+        .remove_container(
+            id,
+            Some(bollard::query_parameters::RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await;
 }
 
 /// The engine, with the API version negotiated (the engine may be older than bollard).
