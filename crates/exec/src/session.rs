@@ -534,6 +534,10 @@ fn ssh_outcome(
         return outcome;
     };
     let mut text = stderr.render("").text;
+    // The remote account's start-up output comes before the start line: not the command's.
+    if let Some(at) = text.find(crate::backend::ssh::START_REPORT) {
+        text.drain(..at + crate::backend::ssh::START_REPORT.len());
+    }
     // The reports are the last lines: the exit, before it the cwd (sessions).
     for prefix in [crate::spawn::REMOTE_EXIT, crate::backend::ssh::CWD_REPORT] {
         let body = text.strip_suffix('\n').unwrap_or(&text);

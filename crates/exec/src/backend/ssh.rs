@@ -30,6 +30,9 @@ use crate::plan::bash_args;
 
 /// The prefix of the line the remote side prints on stderr with the session's new cwd.
 pub(crate) const CWD_REPORT: &str = "# slotbox-cwd ";
+/// The line the remote side prints on stderr first: what came before it is the remote
+/// account's shell start-up talking (e.g. `~/.bashrc`, which sshd's bash reads), not the command.
+pub(crate) const START_REPORT: &str = "# slotbox-start\n";
 
 /// Where and how to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +159,8 @@ pub(crate) fn remote_line(
     // Its own pid file per call (a late kill must never hit a later call's group), and a kill
     // that arrived before the pid was written cancels the call here.
     let mut line = format!(
-        "echo $$ >{state}/pid.{call}; if [ -e {state}/cancel.{call} ]; then exit 137; fi; "
+        "printf '{}' >&2; echo $$ >{state}/pid.{call}; if [ -e {state}/cancel.{call} ]; then exit 137; fi; ",
+        START_REPORT.replace('\n', "\\n")
     );
     line.push_str("env -i");
     for (name, value) in env {
