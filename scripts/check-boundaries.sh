@@ -33,6 +33,15 @@ forbid slotbox-pool slotbox-server "the pool reaches servers only through their 
 forbid slotbox-client slotbox-exec "the client speaks HTTP only; it never runs commands"
 forbid slotbox-client slotbox-server "the client speaks HTTP only"
 forbid slotbox-protocol axum "the protocol crate is plain data"
+for crate in slotbox-exec slotbox-server slotbox-pool; do
+  forbid slotbox-rollout "$crate" "the rollout engine reaches slots only through the v1 API (slotbox-client)"
+done
+forbid slotbox-rollout slotbox-fake-openai "the fake model is for tests and benchmarks only"
+forbid slotbox-rollout slotbox-test-support "test support is a dev-dependency only"
+forbid slotbox-toolcall tokio "tool-call parsing is pure: no runtime, no I/O"
+forbid slotbox-toolcall reqwest "tool-call parsing is pure: no runtime, no I/O"
+forbid slotbox-fake-openai slotbox-rollout "the fake model is an independent oracle of the protocol"
+forbid slotbox-fake-openai slotbox-toolcall "the fake model is an independent oracle of the protocol"
 
 if [ $status -eq 0 ]; then
   echo "crate boundaries: ok"

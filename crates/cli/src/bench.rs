@@ -35,6 +35,9 @@ pub(crate) enum BenchCommand {
     /// The slot pool (local scheduler): warm acquire, exec through the pool vs directly, many
     /// clients contending for few slots.
     Pool(crate::bench_pool::BenchPoolArgs),
+    /// Concurrent rollouts against the fake model: engine overhead per turn, throughput,
+    /// protocol breaches, against the idle model-request and exec floors.
+    Rollout(crate::bench_rollout::BenchRolloutArgs),
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +72,7 @@ pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<ExitStatus> {
         BenchCommand::Exec(args) => bench_exec(args).await,
         BenchCommand::Serve(args) => crate::bench_serve::run(args).await,
         BenchCommand::Pool(args) => crate::bench_pool::run(args).await,
+        BenchCommand::Rollout(args) => crate::bench_rollout::run(args).await,
     }
 }
 

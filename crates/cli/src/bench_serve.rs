@@ -123,7 +123,7 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.get(rank).copied().unwrap_or_default()
 }
 
-async fn floor_call() -> anyhow::Result<()> {
+pub(crate) async fn floor_call() -> anyhow::Result<()> {
     let status = tokio::process::Command::new("bash")
         .args(["-c", "true"])
         .env_clear()

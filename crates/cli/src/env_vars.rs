@@ -37,6 +37,12 @@ pub(crate) const SLOTBOX_LOG: &str = "SLOTBOX_LOG";
 pub(crate) const SLOTBOX_TOKEN: &str = "SLOTBOX_TOKEN";
 /// The configuration file (TOML), when `--config` is not given.
 pub(crate) const SLOTBOX_CONFIG: &str = "SLOTBOX_CONFIG";
+/// The model server of `slotbox rollout` (an OpenAI base URL).
+pub(crate) const SLOTBOX_MODEL_URL: &str = "SLOTBOX_MODEL_URL";
+/// The model name of `slotbox rollout`.
+pub(crate) const SLOTBOX_MODEL: &str = "SLOTBOX_MODEL";
+/// The slot pool `slotbox rollout` leases from (instead of starting one).
+pub(crate) const SLOTBOX_POOL_URL: &str = "SLOTBOX_POOL_URL";
 /// Nomad's HTTP API for `slotbox up --scheduler nomad` (Nomad's own variable).
 pub(crate) const NOMAD_ADDR: &str = "NOMAD_ADDR";
 /// Nomad ACL token (Nomad's own variable; kept out of command lines).

@@ -5,10 +5,12 @@
 
 mod bench;
 mod bench_pool;
+mod bench_rollout;
 mod bench_serve;
 mod config;
 mod env_vars;
 mod exec;
+mod rollout;
 mod serve;
 mod up;
 
@@ -33,6 +35,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run the slot pool: one v1 lease endpoint over sandbox servers a scheduler supplies.
     Up(up::UpArgs),
+    /// Run tasks through the agent loop against an OpenAI-compatible model, each in a leased slot.
+    Rollout(rollout::RolloutArgs),
     /// Internal: the agent inside a long-lived slot sandbox (started by `slotbox serve`).
     #[command(name = "__sandbox-agent", hide = true)]
     SandboxAgent,
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
             Command::Exec(args) => exec::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Up(args) => up::run(args).await,
+            Command::Rollout(args) => rollout::run(args).await,
             Command::Bench(command) => bench::run(command).await,
             Command::SandboxAgent => Ok(ExitStatus::Command(0)),
         }

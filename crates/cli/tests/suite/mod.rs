@@ -1,6 +1,7 @@
 //! Helpers to run the built `slotbox` binary.
 
 mod exec;
+mod rollout;
 mod serve;
 mod up;
 

@@ -1,0 +1,245 @@
+//! Context handling: the prompt view sent each turn never exceeds the context budget.
+//!
+//! The trajectory itself is never cut; each turn the loop asks for a *view* of it. When the whole
+//! conversation fits, the view is the conversation. Otherwise (hermes PR `_truncate_context`,
+//! made safe): phase 1 shortens long tool results in the middle to head + marker + tail; phase 2
+//! drops the oldest middle exchanges whole (an assistant message with its tool answers, so no
+//! answer is ever sent without its call). The head (system messages and the first user message)
+//! and the last exchanges are kept. If even that does not fit, the turn is not sent: the
+//! trajectory ends with `context` rather than a prompt the server would refuse or silently cut.
+//!
+//! Tokens are estimated without a tokenizer (the engine serves any model): bytes / 4 per text
+//! field + 10 per message + 50 per tool call, plus the tool schemas when they are sent (the
+//! reference ignored them). Bytes, not characters, so non-ASCII text is over- not under-counted.
+
+use crate::message::Message;
+use crate::message::Role;
+
+/// Tool results longer than this (bytes) are shortened in phase 1.
+const LONG_TOOL_RESULT: usize = 200;
+/// Kept from the start of a shortened tool result (characters).
+const KEEP_HEAD: usize = 100;
+/// Kept from the end of a shortened tool result (characters).
+const KEEP_TAIL: usize = 50;
+/// Messages protected at the end (rounded out to whole exchanges).
+const PROTECT_TAIL: usize = 6;
+/// The marker left in a shortened tool result.
+pub const CUT_MARKER: &str = "\n...[truncated]...\n";
+
+/// Estimated tokens of one message.
+pub fn estimate_message(message: &Message) -> u64 {
+    let mut bytes =
+        message.content.len() + message.reasoning_content.as_ref().map_or(0, String::len);
+    for call in &message.tool_calls {
+        bytes += call.function.arguments.len() + call.function.name.len();
+    }
+    (bytes / 4) as u64 + 10 + 50 * message.tool_calls.len() as u64
+}
+
+/// Estimated tokens of a prompt: its messages plus `fixed` (the tool schemas' estimate).
+pub fn estimate(messages: &[Message], fixed: u64) -> u64 {
+    fixed + messages.iter().map(estimate_message).sum::<u64>()
+}
+
+/// Estimated tokens of text sent once per request (the tool schemas).
+pub fn estimate_text(text: &str) -> u64 {
+    (text.len() / 4) as u64
+}
+
+/// What to send this turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum View {
+    /// The whole conversation fits.
+    Whole,
+    /// A shortened copy fits.
+    Cut(Vec<Message>),
+    /// Nothing that keeps the head and the last exchange fits; the estimate of the smallest view.
+    TooLarge(u64),
+}
+
+/// Picks the view of `messages` that fits `budget` tokens (with `fixed` tokens for the schemas).
+pub fn fit(messages: &[Message], fixed: u64, budget: u64) -> View {
+    if estimate(messages, fixed) <= budget {
+        return View::Whole;
+    }
+    let head = head_len(messages);
+    let tail_start = tail_start(messages, head);
+    let mut view: Vec<Message> = messages.to_vec();
+    // Phase 1: shorten the middle's long tool results.
+    for message in &mut view[head..tail_start] {
+        if message.role == Role::Tool && message.content.len() > LONG_TOOL_RESULT {
+            message.content = shorten(&message.content);
+        }
+    }
+    if estimate(&view, fixed) <= budget {
+        return View::Cut(view);
+    }
+    // Phase 2: drop the oldest middle exchanges whole.
+    let mut total = estimate(&view, fixed);
+    let mut cut = head;
+    while total > budget && cut < tail_start {
+        let end = exchange_end(&view, cut, tail_start);
+        total -= view[cut..end].iter().map(estimate_message).sum::<u64>();
+        cut = end;
+    }
+    view.drain(head..cut);
+    if total <= budget {
+        View::Cut(view)
+    } else {
+        View::TooLarge(total)
+    }
+}
+
+/// The leading system messages and the first user message.
+fn head_len(messages: &[Message]) -> usize {
+    messages
+        .iter()
+        .position(|message| message.role == Role::User)
+        .map_or(0, |user| user + 1)
+}
+
+/// Where the protected tail starts: about the last `PROTECT_TAIL` messages, moved back to the
+/// start of an exchange so the tail never begins with tool answers whose call was dropped.
+fn tail_start(messages: &[Message], head: usize) -> usize {
+    let mut start = messages.len().saturating_sub(PROTECT_TAIL).max(head);
+    while start > head && messages[start].role == Role::Tool {
+        start -= 1;
+    }
+    start
+}
+
+/// The end (exclusive) of the exchange starting at `start`: an assistant message and the tool
+/// answers following it, or a single message.
+fn exchange_end(messages: &[Message], start: usize, limit: usize) -> usize {
+    let mut end = start + 1;
+    if messages[start].role == Role::Assistant {
+        while end < limit && messages[end].role == Role::Tool {
+            end += 1;
+        }
+    }
+    end
+}
+
+fn shorten(content: &str) -> String {
+    let chars: Vec<char> = content.chars().collect();
+    if chars.len() <= KEEP_HEAD + KEEP_TAIL {
+        return content.to_owned();
+    }
+    let head: String = chars[..KEEP_HEAD].iter().collect();
+    let tail: String = chars[chars.len() - KEEP_TAIL..].iter().collect();
+    format!("{head}{CUT_MARKER}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::message::ToolCall;
+
+    /// system, user, then `pairs` assistant/tool exchanges with 1000-byte tool results (the
+    /// reference's golden conversation).
+    fn conversation(pairs: usize) -> Vec<Message> {
+        let mut messages = vec![Message::system("sys"), Message::user("task")];
+        for index in 0..pairs {
+            let id = format!("c{index}");
+            messages.push(Message::assistant(
+                "",
+                None,
+                vec![ToolCall::function(&id, "terminal", "{}")],
+            ));
+            messages.push(Message::tool(&id, "x".repeat(1000)));
+        }
+        messages
+    }
+
+    fn assert_well_formed(view: &[Message]) {
+        let mut open: Vec<String> = Vec::new();
+        for message in view {
+            match message.role {
+                Role::Tool => {
+                    let id = message.tool_call_id.clone().unwrap();
+                    assert!(open.contains(&id), "tool answer {id} without its call");
+                    open.retain(|open_id| open_id != &id);
+                }
+                _ => {
+                    assert!(open.is_empty(), "calls {open:?} unanswered");
+                    open = message.tool_calls.iter().map(|c| c.id.clone()).collect();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_conversation_within_budget_is_sent_whole() {
+        let messages = conversation(6);
+        assert_eq!(fit(&messages, 0, estimate(&messages, 0)), View::Whole);
+    }
+
+    #[test]
+    fn phase_one_shortens_middle_tool_results_only() {
+        let messages = conversation(6);
+        let View::Cut(view) = fit(&messages, 0, 1400) else {
+            panic!("expected a cut")
+        };
+        let lengths: Vec<usize> = view
+            .iter()
+            .filter(|m| m.role == Role::Tool)
+            .map(|m| m.content.chars().count())
+            .collect();
+        // The reference's golden row: the first three shortened to 169 chars, the tail kept.
+        assert_eq!(lengths, vec![169, 169, 169, 1000, 1000, 1000]);
+        assert!(view[3].content.contains(CUT_MARKER));
+        // The trajectory itself is untouched.
+        assert_eq!(messages[3].content.len(), 1000);
+    }
+
+    #[test]
+    fn phase_two_drops_whole_exchanges_and_keeps_head_and_tail() {
+        let messages = conversation(6);
+        let View::Cut(view) = fit(&messages, 0, 1000) else {
+            panic!("expected a cut")
+        };
+        assert_eq!(view.len(), 8, "system, user and the last three exchanges");
+        assert_eq!(view[0].role, Role::System);
+        assert_eq!(view[1].role, Role::User);
+        assert_eq!(view[2].tool_calls[0].id, "c3");
+        assert_well_formed(&view);
+        assert!(estimate(&view, 0) <= 1000);
+    }
+
+    #[test]
+    fn the_schemas_count_and_too_small_a_budget_sends_nothing() {
+        let messages = conversation(6);
+        let fits_alone = estimate(&messages, 0);
+        assert_ne!(fit(&messages, 100, fits_alone), View::Whole);
+        assert!(matches!(fit(&messages, 0, 150), View::TooLarge(_)));
+    }
+
+    #[test]
+    fn the_tail_never_starts_with_orphaned_tool_answers() {
+        // One assistant with four calls: the last six messages start inside its answers.
+        let mut messages = vec![Message::system("s"), Message::user("u")];
+        messages.push(Message::assistant(
+            "",
+            None,
+            vec![ToolCall::function("a0", "t", "{}")],
+        ));
+        messages.push(Message::tool("a0", "y".repeat(2000)));
+        let calls = (0..4)
+            .map(|i| ToolCall::function(format!("b{i}"), "t", "{}"))
+            .collect();
+        messages.push(Message::assistant("", None, calls));
+        for i in 0..4 {
+            messages.push(Message::tool(format!("b{i}"), "z".repeat(300)));
+        }
+        for budget in [200, 300, 400, 500, 700, 1000] {
+            match fit(&messages, 0, budget) {
+                View::Cut(view) => {
+                    assert_well_formed(&view);
+                    assert!(estimate(&view, 0) <= budget);
+                }
+                View::TooLarge(_) | View::Whole => {}
+            }
+        }
+    }
+}

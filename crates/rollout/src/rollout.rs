@@ -1,0 +1,387 @@
+//! One rollout: lease a slot, run the task's setup, the agent loop, the verifier, release.
+//!
+//! The lease is released on every path — success, model failure, setup failure, deadline,
+//! cancellation — because each path returns through the one `release` call below; only a crash
+//! of the whole process leaves a lease, and the lease's TTL (the rollout's limits plus a margin)
+//! bounds that.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::Serialize;
+use slotbox_client::Client;
+use slotbox_protocol::v1::CreateLease;
+use slotbox_protocol::v1::ExecBody;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent;
+use crate::agent::LoopOutcome;
+use crate::agent::LoopSettings;
+use crate::agent::Metrics;
+use crate::agent::Termination;
+use crate::agent::TurnTiming;
+use crate::budget::Deadline;
+use crate::error::Error;
+use crate::message::Message;
+use crate::message::Role;
+use crate::model::ModelClient;
+use crate::task::Task;
+use crate::tools::SlotTools;
+
+/// Characters of the verifier's output kept in the trajectory.
+const VERIFY_OUTPUT_KEPT: usize = 2000;
+/// Time allowed to release a lease (a stuck server must not hold the run).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Settings shared by every rollout of a run.
+#[derive(Debug, Clone)]
+pub struct RolloutSettings {
+    /// The loop's settings (a task's `max_turns` replaces `max_turns`).
+    pub agent: LoopSettings,
+    /// Wall-clock limit of setup plus loop (a task's `timeout_s` replaces it).
+    pub rollout_timeout: Duration,
+    /// Limit of one terminal command.
+    pub command_timeout: Duration,
+    /// Limit of each setup command.
+    pub setup_timeout: Duration,
+    /// Limit of the verifier.
+    pub verify_timeout: Duration,
+    /// How long to wait for a free slot.
+    pub lease_wait: Duration,
+    /// System message for tasks without one.
+    pub default_system: Option<String>,
+}
+
+/// Where a rollout's time went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// From start to release.
+    pub total_ms: f64,
+    /// Waiting for the slot.
+    pub lease_ms: f64,
+    /// Setup commands.
+    pub setup_ms: f64,
+    /// The agent loop.
+    pub loop_ms: f64,
+    /// The verifier.
+    pub verify_ms: f64,
+    /// Per turn.
+    pub turns: Vec<TurnTiming>,
+}
+
+/// The verifier's run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Its exit code.
+    pub exit_code: i32,
+    /// The end of its output.
+    pub output_tail: String,
+}
+
+/// One finished rollout, as written to trajectories.jsonl.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trajectory {
+    /// The task's id.
+    pub task_id: String,
+    /// Which sample of the task (0-based; several with `--samples`).
+    pub sample: u32,
+    /// The model name asked for.
+    pub model: String,
+    /// The whole conversation (never cut).
+    pub messages: Vec<Message>,
+    /// Verifier's reward; `null` without a verifier or when it was skipped.
+    pub reward: Option<f64>,
+    /// Why the loop ended.
+    pub termination: Termination,
+    /// Model answers received.
+    pub turns: u32,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Where the time went.
+    pub timings: Timings,
+    /// Some request carried a cut view of the conversation.
+    pub context_truncated: bool,
+    /// The verifier's run, if it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// The hermes function-calling system prompt, for models whose tool calls are parsed from text
+/// (the tools are described in the prompt rather than sent as `tools`).
+pub fn tools_system_prompt(schemas: &serde_json::Value) -> String {
+    let tools = schemas
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .map(|tool| slotbox_toolcall::python_json(tool, false))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    format!(
+        "You are a function calling AI model. You are provided with function signatures within \
+         <tools></tools> XML tags. You may call one or more functions to assist with the user \
+         query. Don't make assumptions about what values to plug into functions. Here are the \
+         available tools: <tools>\n{tools}\n</tools>\nFor each function call return a json object \
+         with function name and arguments within <tool_call></tool_call> XML tags as follows:\n\
+         <tool_call>\n{{\"name\": <function-name>, \"arguments\": <args-dict>}}\n</tool_call>"
+    )
+}
+
+/// The conversation a task starts with.
+pub fn initial_messages(task: &Task, settings: &RolloutSettings) -> Vec<Message> {
+    let mut system = task
+        .system
+        .clone()
+        .or_else(|| settings.default_system.clone());
+    if !settings.agent.send_tools {
+        let tools = tools_system_prompt(crate::tools::schemas());
+        system = Some(match system {
+            Some(system) => format!("{system}\n\n{tools}"),
+            None => tools,
+        });
+    }
+    let mut messages = Vec::with_capacity(2);
+    if let Some(system) = system {
+        messages.push(Message::system(system));
+    }
+    messages.push(Message::user(task.prompt.clone()));
+    messages
+}
+
+/// Runs one rollout of `task`. `None` when cancelled (the lease is released all the same).
+pub async fn run_rollout(
+    client: &Client,
+    model: &ModelClient,
+    task: &Task,
+    sample: u32,
+    settings: &RolloutSettings,
+    cancel: &CancellationToken,
+) -> Option<Trajectory> {
+    let started = Instant::now();
+    let mut trajectory = Trajectory {
+        task_id: task.id.clone(),
+        sample,
+        model: model.settings().model.clone(),
+        messages: initial_messages(task, settings),
+        reward: None,
+        termination: Termination::ToolFatal,
+        turns: 0,
+        metrics: Metrics::default(),
+        timings: Timings::default(),
+        context_truncated: false,
+        verification: None,
+        error: None,
+    };
+    let rollout_timeout = task.timeout().unwrap_or(settings.rollout_timeout);
+    let request = CreateLease {
+        // The lease outlives everything the rollout may do, so only a crash leaves it behind,
+        // and then only until it expires.
+        ttl_s: Some(
+            (rollout_timeout + settings.verify_timeout + Duration::from_secs(120)).as_secs_f64(),
+        ),
+        wait_s: Some(settings.lease_wait.as_secs_f64()),
+        network: None,
+    };
+    let lease = tokio::select! {
+        lease = client.lease(&request) => lease,
+        () = cancel.cancelled() => return None,
+    };
+    trajectory.timings.lease_ms = ms(started.elapsed());
+    let lease = match lease {
+        Ok(lease) => lease,
+        Err(error) => {
+            trajectory.error = Some(format!("no slot: {error}"));
+            trajectory.timings.total_ms = ms(started.elapsed());
+            return Some(trajectory);
+        }
+    };
+    let finished = work(
+        client,
+        model,
+        task,
+        settings,
+        &lease.lease_id,
+        &mut trajectory,
+        cancel,
+    )
+    .await;
+    release(client, &lease.lease_id).await;
+    trajectory.timings.total_ms = ms(started.elapsed());
+    finished.then_some(trajectory)
+}
+
+/// Setup, loop and verifier in the leased slot; false when cancelled.
+async fn work(
+    client: &Client,
+    model: &ModelClient,
+    task: &Task,
+    settings: &RolloutSettings,
+    lease_id: &str,
+    trajectory: &mut Trajectory,
+    cancel: &CancellationToken,
+) -> bool {
+    let deadline = Deadline::after(task.timeout().unwrap_or(settings.rollout_timeout));
+    let setup_started = Instant::now();
+    for (index, command) in task.setup.iter().enumerate() {
+        let timeout = settings.setup_timeout.min(deadline.remaining());
+        let result = tokio::select! {
+            result = run_command(client, lease_id, command, timeout) => result,
+            () = cancel.cancelled() => return false,
+        };
+        let failure = match result {
+            Ok(result) if result.exit_code == 0 => continue,
+            Ok(result) => format!(
+                "exit code {}: {}",
+                result.exit_code,
+                tail(&result.output, 500)
+            ),
+            Err(error) => error.to_string(),
+        };
+        trajectory.error = Some(
+            Error::Setup {
+                index: index + 1,
+                command: command.clone(),
+                reason: failure,
+            }
+            .to_string(),
+        );
+        trajectory.timings.setup_ms = ms(setup_started.elapsed());
+        return true;
+    }
+    trajectory.timings.setup_ms = ms(setup_started.elapsed());
+
+    let mut agent = settings.agent.clone();
+    if let Some(max_turns) = task.max_turns {
+        agent.max_turns = max_turns;
+    }
+    let tools = SlotTools::new(client.clone(), lease_id, settings.command_timeout);
+    let loop_started = Instant::now();
+    let outcome = agent::run_loop(
+        model,
+        &tools,
+        &agent,
+        &mut trajectory.messages,
+        deadline,
+        cancel,
+    )
+    .await;
+    trajectory.timings.loop_ms = ms(loop_started.elapsed());
+    let Ok(outcome) = outcome else {
+        return false;
+    };
+    let LoopOutcome {
+        termination,
+        turns,
+        metrics,
+        timings,
+        error,
+        context_truncated,
+    } = outcome;
+    trajectory.termination = termination;
+    trajectory.turns = turns;
+    trajectory.metrics = metrics;
+    trajectory.timings.turns = timings;
+    trajectory.error = error;
+    trajectory.context_truncated = context_truncated;
+
+    // The reference's reward skip: nothing to judge when the model never answered, or the slot
+    // is gone.
+    let answered = trajectory
+        .messages
+        .iter()
+        .any(|message| message.role == Role::Assistant);
+    if let Some(verify) = &task.verify
+        && answered
+        && termination != Termination::ToolFatal
+    {
+        let verify_started = Instant::now();
+        let result = tokio::select! {
+            result = run_command(client, lease_id, verify, settings.verify_timeout) => result,
+            () = cancel.cancelled() => return false,
+        };
+        trajectory.timings.verify_ms = ms(verify_started.elapsed());
+        match result {
+            Ok(result) => {
+                trajectory.reward = Some(reward(result.exit_code, &result.output));
+                trajectory.verification = Some(Verification {
+                    exit_code: result.exit_code,
+                    output_tail: tail(&result.output, VERIFY_OUTPUT_KEPT),
+                });
+            }
+            Err(error) => {
+                trajectory.reward = Some(0.0);
+                let note = format!("verify: {error}");
+                trajectory.error = Some(match trajectory.error.take() {
+                    Some(earlier) => format!("{earlier}; {note}"),
+                    None => note,
+                });
+            }
+        }
+    }
+    true
+}
+
+async fn run_command(
+    client: &Client,
+    lease_id: &str,
+    command: &str,
+    timeout: Duration,
+) -> Result<slotbox_protocol::ExecResult, slotbox_client::Error> {
+    let mut body = ExecBody::new(command);
+    body.timeout_s = Some(timeout.as_secs_f64().max(0.001));
+    client.exec(lease_id, &body).await
+}
+
+async fn release(client: &Client, lease_id: &str) {
+    match tokio::time::timeout(RELEASE_TIMEOUT, client.release(lease_id)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(lease_id, %error, "releasing a lease failed"),
+        Err(_) => tracing::warn!(lease_id, "releasing a lease timed out"),
+    }
+}
+
+/// Exit 0 → 1.0, else 0.0; a finite number alone on the last non-empty output line wins.
+pub fn reward(exit_code: i32, output: &str) -> f64 {
+    let last = output
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty());
+    if let Some(value) = last.and_then(|line| line.parse::<f64>().ok())
+        && value.is_finite()
+    {
+        return value;
+    }
+    if exit_code == 0 { 1.0 } else { 0.0 }
+}
+
+fn tail(text: &str, keep: usize) -> String {
+    let count = text.chars().count();
+    text.chars().skip(count.saturating_sub(keep)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reward_is_the_exit_status_unless_a_number_ends_the_output() {
+        assert_eq!(reward(0, "all good\n"), 1.0);
+        assert_eq!(reward(1, "failed\n"), 0.0);
+        assert_eq!(reward(0, "checks\n0.25\n\n"), 0.25);
+        assert_eq!(reward(1, "partial\n0.5"), 0.5);
+        assert_eq!(reward(0, "nan\n"), 1.0);
+        assert_eq!(reward(0, "1.0 of 2\n"), 1.0);
+        assert_eq!(reward(3, ""), 0.0);
+    }
+}
