@@ -25,6 +25,39 @@ pub(crate) struct ConfigFile {
     /// `slotbox serve`.
     #[serde(default)]
     pub(crate) serve: ServeFile,
+    /// `slotbox rollout`.
+    #[serde(default)]
+    pub(crate) rollout: RolloutFile,
+}
+
+/// `[rollout]`: the rollout engine (keys named as the flags, `_` for `-`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RolloutFile {
+    pub(crate) model_url: Option<String>,
+    pub(crate) model: Option<String>,
+    pub(crate) api_key_env: Option<String>,
+    pub(crate) pool: Option<String>,
+    pub(crate) concurrency: Option<u32>,
+    pub(crate) samples: Option<u32>,
+    pub(crate) max_turns: Option<u32>,
+    pub(crate) parser: Option<String>,
+    pub(crate) strict_parsing: Option<bool>,
+    pub(crate) send_tools: Option<bool>,
+    pub(crate) max_context_tokens: Option<u64>,
+    pub(crate) max_tokens: Option<u32>,
+    pub(crate) temperature: Option<f64>,
+    /// Extra request fields, as a TOML table.
+    pub(crate) extra_body: Option<toml::Table>,
+    pub(crate) system: Option<String>,
+    pub(crate) command_timeout_s: Option<f64>,
+    pub(crate) rollout_timeout_s: Option<f64>,
+    pub(crate) setup_timeout_s: Option<f64>,
+    pub(crate) verify_timeout_s: Option<f64>,
+    pub(crate) request_timeout_s: Option<f64>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) backoff_ms: Option<u64>,
+    pub(crate) slots_per_server: Option<u32>,
 }
 
 /// `[exec]`: where `slotbox exec` runs commands.
@@ -151,6 +184,11 @@ mod tests {
         );
         assert_eq!(config.exec.backend.as_deref(), Some("local"));
         assert_eq!(config.serve.isolation.as_deref(), Some("auto"));
+        assert_eq!(config.rollout.parser.as_deref(), Some("native"));
+        assert_eq!(
+            config.rollout.extra_body.unwrap()["top_p"].as_float(),
+            Some(0.95)
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ use slotbox_toolcall::Mode;
 use tokio_util::sync::CancellationToken;
 
 use crate::ExitStatus;
+use crate::config;
+use crate::config::RolloutFile;
 use crate::env_vars;
 
 /// Extra output shapes.
@@ -47,12 +49,15 @@ pub(crate) struct RolloutArgs {
     /// "max_turns"?, "timeout_s"?}.
     #[arg(long)]
     tasks: PathBuf,
+    /// Configuration file (TOML, table `[rollout]`; see docs/config.md).
+    #[arg(long, env = env_vars::SLOTBOX_CONFIG)]
+    config: Option<PathBuf>,
     /// The model server's OpenAI base URL (e.g. http://127.0.0.1:8000/v1).
     #[arg(long, env = env_vars::SLOTBOX_MODEL_URL)]
-    model_url: String,
+    model_url: Option<String>,
     /// The model name sent in each request.
     #[arg(long, env = env_vars::SLOTBOX_MODEL)]
-    model: String,
+    model: Option<String>,
     /// Name of the environment variable holding the API key (sent as a bearer token).
     #[arg(long)]
     api_key_env: Option<String>,
@@ -63,19 +68,20 @@ pub(crate) struct RolloutArgs {
     /// Bearer token of `--pool`.
     #[arg(long, env = env_vars::SLOTBOX_TOKEN, hide_env_values = true)]
     pool_token: Option<String>,
-    /// Rollouts in flight at once.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    concurrency: u32,
-    /// Rollouts per task (an RL group).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    samples: u32,
-    /// Model turns per rollout (a task's max_turns wins).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    max_turns: u32,
+    /// Rollouts in flight at once [default: 32].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    concurrency: Option<u32>,
+    /// Rollouts per task (an RL group) [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    samples: Option<u32>,
+    /// Model turns per rollout (a task's max_turns wins) [default: 30].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_turns: Option<u32>,
     /// How tool calls arrive: `native` (the server's tool_calls) or a text parser (hermes, qwen,
-    /// llama3_json, mistral, deepseek_v3, kimi_k2, glm45, qwen3_coder, … ; see docs/rollout.md).
-    #[arg(long, default_value = "native")]
-    parser: String,
+    /// llama3_json, mistral, deepseek_v3, kimi_k2, glm45, qwen3_coder, … ; see docs/rollout.md)
+    /// [default: native].
+    #[arg(long)]
+    parser: Option<String>,
     /// Parse text tool calls exactly as the reference does (all-or-nothing) instead of leniently.
     #[arg(long)]
     strict_parsing: bool,
@@ -89,9 +95,9 @@ pub(crate) struct RolloutArgs {
     /// Completion tokens per turn (`max_tokens`).
     #[arg(long)]
     max_tokens: Option<u32>,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
+    /// Sampling temperature [default: 1.0].
+    #[arg(long)]
+    temperature: Option<f64>,
     /// Extra request fields, a JSON object (e.g. '{"top_p": 0.95}').
     #[arg(long)]
     extra_body: Option<String>,
@@ -107,30 +113,39 @@ pub(crate) struct RolloutArgs {
     /// The summary as JSON, to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
-    /// Seconds one terminal command may run.
-    #[arg(long, default_value_t = 120.0)]
-    command_timeout_s: f64,
-    /// Seconds a rollout (setup and loop) may take (a task's timeout_s wins).
-    #[arg(long, default_value_t = 1800.0)]
-    rollout_timeout_s: f64,
-    /// Seconds each setup command may run.
-    #[arg(long, default_value_t = 300.0)]
-    setup_timeout_s: f64,
-    /// Seconds the verifier may run.
-    #[arg(long, default_value_t = 300.0)]
-    verify_timeout_s: f64,
-    /// Seconds one model request may take.
-    #[arg(long, default_value_t = 600.0)]
-    request_timeout_s: f64,
-    /// Retries of a failed model request (429, 5xx, broken connection).
-    #[arg(long, default_value_t = 6)]
-    retries: u32,
-    /// First retry backoff in milliseconds (doubles per retry, jittered, capped at 30 s).
-    #[arg(long, default_value_t = 500)]
-    backoff_ms: u64,
-    /// Embedded pool: slots per sandbox server.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    slots_per_server: u32,
+    /// Seconds one terminal command may run [default: 120].
+    #[arg(long)]
+    command_timeout_s: Option<f64>,
+    /// Seconds a rollout (setup and loop) may take (a task's timeout_s wins) [default: 1800].
+    #[arg(long)]
+    rollout_timeout_s: Option<f64>,
+    /// Seconds each setup command may run [default: 300].
+    #[arg(long)]
+    setup_timeout_s: Option<f64>,
+    /// Seconds the verifier may run [default: 300].
+    #[arg(long)]
+    verify_timeout_s: Option<f64>,
+    /// Seconds one model request may take [default: 600].
+    #[arg(long)]
+    request_timeout_s: Option<f64>,
+    /// Retries of a failed model request (429, 5xx, broken connection) [default: 6].
+    #[arg(long)]
+    retries: Option<u32>,
+    /// First retry backoff in milliseconds (doubles per retry, jittered, capped at 30 s)
+    /// [default: 500].
+    #[arg(long)]
+    backoff_ms: Option<u64>,
+    /// Embedded pool: slots per sandbox server [default: 16].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    slots_per_server: Option<u32>,
+}
+
+/// Run-shape settings of `slotbox rollout`, resolved.
+#[derive(Debug)]
+struct Resolved {
+    concurrency: usize,
+    samples: u32,
+    slots_per_server: usize,
 }
 
 fn seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
@@ -165,72 +180,153 @@ impl Progress for Bar {
     }
 }
 
-fn settings(args: &RolloutArgs) -> anyhow::Result<(ModelSettings, RunSettings)> {
-    let api_key = match &args.api_key_env {
+fn seconds_setting(
+    arg: Option<f64>,
+    file: Option<f64>,
+    default: f64,
+    name: &str,
+) -> anyhow::Result<Duration> {
+    seconds(arg.or(file).unwrap_or(default), name)
+}
+
+/// Command line > environment > `[rollout]` > default.
+fn settings(
+    args: &RolloutArgs,
+    file: &RolloutFile,
+) -> anyhow::Result<(ModelSettings, RunSettings, Resolved)> {
+    let url = args
+        .model_url
+        .clone()
+        .or_else(|| file.model_url.clone())
+        .with_context(|| {
+            format!(
+                "no model server: pass --model-url (or {}, or [rollout] model_url)",
+                env_vars::SLOTBOX_MODEL_URL
+            )
+        })?;
+    let model_name = args
+        .model
+        .clone()
+        .or_else(|| file.model.clone())
+        .with_context(|| {
+            format!(
+                "no model name: pass --model (or {}, or [rollout] model)",
+                env_vars::SLOTBOX_MODEL
+            )
+        })?;
+    let api_key = match args.api_key_env.as_ref().or(file.api_key_env.as_ref()) {
         Some(name) => Some(
             std::env::var(name)
                 .with_context(|| format!("--api-key-env {name}: the variable is not set"))?,
         ),
         None => None,
     };
-    let extra_body = match &args.extra_body {
-        None => serde_json::Map::new(),
-        Some(text) => match serde_json::from_str(text) {
+    let extra_body = match (&args.extra_body, &file.extra_body) {
+        (Some(text), _) => match serde_json::from_str(text) {
             Ok(serde_json::Value::Object(map)) => map,
             _ => anyhow::bail!("--extra-body must be a JSON object, got {text:?}"),
         },
+        (None, Some(table)) => match serde_json::to_value(table)? {
+            serde_json::Value::Object(map) => map,
+            _ => anyhow::bail!("[rollout] extra_body must be a table"),
+        },
+        (None, None) => serde_json::Map::new(),
     };
-    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+    let temperature = args.temperature.or(file.temperature).unwrap_or(1.0);
+    if !(temperature.is_finite() && temperature >= 0.0) {
         anyhow::bail!("--temperature must be a non-negative number");
     }
     let model = ModelSettings {
-        url: args.model_url.clone(),
-        model: args.model.clone(),
+        url,
+        model: model_name,
         api_key,
-        temperature: Some(args.temperature),
-        max_tokens: args.max_tokens,
+        temperature: Some(temperature),
+        max_tokens: args.max_tokens.or(file.max_tokens),
         extra_body,
-        request_timeout: seconds(args.request_timeout_s, "request-timeout-s")?,
+        request_timeout: seconds_setting(
+            args.request_timeout_s,
+            file.request_timeout_s,
+            600.0,
+            "request-timeout-s",
+        )?,
         retry: RetryPolicy {
-            max_retries: args.retries,
-            initial_backoff: Duration::from_millis(args.backoff_ms),
+            max_retries: args.retries.or(file.retries).unwrap_or(6),
+            initial_backoff: Duration::from_millis(
+                args.backoff_ms.or(file.backoff_ms).unwrap_or(500),
+            ),
             max_backoff: Duration::from_secs(30),
         },
     };
-    let format = if args.parser == "native" {
+    let parser = args
+        .parser
+        .clone()
+        .or_else(|| file.parser.clone())
+        .unwrap_or_else(|| "native".to_owned());
+    let format = if parser == "native" {
         CallFormat::Native
     } else {
         CallFormat::Text(
-            slotbox_toolcall::parser(&args.parser)
+            slotbox_toolcall::parser(&parser)
                 .map_err(|error| anyhow::anyhow!("--parser: {error} (or native)"))?,
         )
     };
+    let resolved = Resolved {
+        concurrency: args.concurrency.or(file.concurrency).unwrap_or(32).max(1) as usize,
+        samples: args.samples.or(file.samples).unwrap_or(1).max(1),
+        slots_per_server: args
+            .slots_per_server
+            .or(file.slots_per_server)
+            .unwrap_or(16)
+            .max(1) as usize,
+    };
+    let rollout_timeout = seconds_setting(
+        args.rollout_timeout_s,
+        file.rollout_timeout_s,
+        1800.0,
+        "rollout-timeout-s",
+    )?;
     let run = RunSettings {
-        concurrency: args.concurrency as usize,
-        samples: args.samples,
+        concurrency: resolved.concurrency,
+        samples: resolved.samples,
         rollout: RolloutSettings {
             agent: LoopSettings {
-                max_turns: args.max_turns,
+                max_turns: args.max_turns.or(file.max_turns).unwrap_or(30).max(1),
                 format,
-                mode: if args.strict_parsing {
+                mode: if args.strict_parsing || file.strict_parsing.unwrap_or(false) {
                     Mode::Strict
                 } else {
                     Mode::Lenient
                 },
-                max_context_tokens: args.max_context_tokens,
-                send_tools: matches!(format, CallFormat::Native) || args.send_tools,
+                max_context_tokens: args.max_context_tokens.or(file.max_context_tokens),
+                send_tools: matches!(format, CallFormat::Native)
+                    || args.send_tools
+                    || file.send_tools.unwrap_or(false),
             },
-            rollout_timeout: seconds(args.rollout_timeout_s, "rollout-timeout-s")?,
-            command_timeout: seconds(args.command_timeout_s, "command-timeout-s")?,
-            setup_timeout: seconds(args.setup_timeout_s, "setup-timeout-s")?,
-            verify_timeout: seconds(args.verify_timeout_s, "verify-timeout-s")?,
-            // Leases wait as long as a rollout may take: with --concurrency above the pool's
-            // slots, rollouts queue rather than fail.
-            lease_wait: seconds(args.rollout_timeout_s, "rollout-timeout-s")?,
-            default_system: args.system.clone(),
+            rollout_timeout,
+            command_timeout: seconds_setting(
+                args.command_timeout_s,
+                file.command_timeout_s,
+                120.0,
+                "command-timeout-s",
+            )?,
+            setup_timeout: seconds_setting(
+                args.setup_timeout_s,
+                file.setup_timeout_s,
+                300.0,
+                "setup-timeout-s",
+            )?,
+            verify_timeout: seconds_setting(
+                args.verify_timeout_s,
+                file.verify_timeout_s,
+                300.0,
+                "verify-timeout-s",
+            )?,
+            // With --concurrency above the pool's slots, rollouts queue for a slot.
+            lease_wait: None,
+            default_system: args.system.clone().or_else(|| file.system.clone()),
         },
     };
-    Ok((model, run))
+    Ok((model, run, resolved))
 }
 
 /// A pool started for this run, listening on loopback with a random token.
@@ -314,7 +410,8 @@ pub(crate) async fn run(args: RolloutArgs) -> anyhow::Result<ExitStatus> {
         .with_context(|| format!("reading {}", args.tasks.display()))?;
     let tasks = slotbox_rollout::task::parse_tasks(&text)
         .with_context(|| format!("in {}", args.tasks.display()))?;
-    let (model_settings, run_settings) = settings(&args)?;
+    let file = config::load(args.config.as_deref())?.rollout;
+    let (model_settings, run_settings, resolved) = settings(&args, &file)?;
     let model = ModelClient::new(model_settings)?;
     let formats: Vec<Format> = args
         .format
@@ -324,8 +421,8 @@ pub(crate) async fn run(args: RolloutArgs) -> anyhow::Result<ExitStatus> {
             FormatArg::Atropos => Format::Atropos,
         })
         .collect();
-    let mut sink = Sink::create(&args.out, &formats, args.samples)?;
-    let total = tasks.len() as u64 * u64::from(args.samples);
+    let mut sink = Sink::create(&args.out, &formats, resolved.samples)?;
+    let total = tasks.len() as u64 * u64::from(resolved.samples);
 
     let cancel = CancellationToken::new();
     let watcher = {
@@ -333,12 +430,17 @@ pub(crate) async fn run(args: RolloutArgs) -> anyhow::Result<ExitStatus> {
         tokio::spawn(async move {
             crate::serve::shutdown_signal().await;
             tracing::warn!(
-                "stopping: running rollouts release their slots; finished ones are kept"
+                "stopping: running rollouts release their slots; finished ones are kept \
+                 (again to quit at once)"
             );
             cancel.cancel();
+            // A second signal quits without waiting: the embedded pool's servers are in our
+            // process group and get a terminal's Ctrl-C too; unreleased leases expire.
+            crate::serve::shutdown_signal().await;
+            std::process::exit(130);
         })
     };
-    let (client, embedded) = match &args.pool {
+    let (client, embedded) = match args.pool.as_ref().or(file.pool.as_ref()) {
         Some(url) => {
             let mut client = Client::new(url.clone());
             if let Some(token) = &args.pool_token {
@@ -347,10 +449,11 @@ pub(crate) async fn run(args: RolloutArgs) -> anyhow::Result<ExitStatus> {
             (client, None)
         }
         None => {
-            let concurrency = (args.concurrency as usize)
-                .min(tasks.len() * args.samples as usize)
+            let concurrency = resolved
+                .concurrency
+                .min(tasks.len() * resolved.samples as usize)
                 .max(1);
-            let slots = (args.slots_per_server as usize).min(concurrency);
+            let slots = resolved.slots_per_server.min(concurrency);
             let servers = concurrency.div_ceil(slots);
             match EmbeddedPool::start(servers, slots, &cancel).await? {
                 Some(pool) => (pool.client.clone(), Some(pool)),
@@ -387,10 +490,10 @@ pub(crate) async fn run(args: RolloutArgs) -> anyhow::Result<ExitStatus> {
     )
     .await;
     progress.bar.finish_and_clear();
-    watcher.abort();
     if let Some(pool) = embedded {
         pool.stop().await;
     }
+    watcher.abort();
     let report = report?;
     print_summary(&report.summary, &args, &sink);
     if let Some(path) = &args.summary_json {

@@ -19,7 +19,9 @@
 //! - every assistant `tool_calls` entry well-formed (`id`, `type: function`, string name and
 //!   string `arguments`), ids unique in the message, and answered by exactly one `tool`
 //!   message each, right after it, before any other message; no `tool` message otherwise;
-//! - the prompt's size (content bytes / 4) within the configured context budget;
+//! - the prompt's size within the configured context budget: the bytes of every text a model
+//!   reads (contents, reasoning, call names and arguments, the `tools` JSON) / 4 — a looser
+//!   measure than the engine's own estimate, computed independently;
 //! - `tools`, when sent, an array of function tools.
 
 use std::collections::HashMap;
@@ -167,7 +169,7 @@ pub struct FakeConfig {
     pub expect_model: Option<String>,
     /// The bearer token every request must carry.
     pub expect_api_key: Option<String>,
-    /// Context budget: a prompt's content bytes / 4 must stay within it.
+    /// Context budget: a prompt's text bytes / 4 must stay within it.
     pub max_prompt_tokens: Option<u64>,
     /// Keep every request for inspection (off for benchmarks).
     pub record: bool,
@@ -478,7 +480,17 @@ fn check(config: &FakeConfig, body: &Value, violations: &mut Vec<String>) {
             violations.push(format!("message {index} ({role}) content is not a string"));
             continue;
         };
-        bytes += content.len();
+        bytes += content.len()
+            + message["reasoning_content"].as_str().map_or(0, str::len)
+            + message["tool_calls"].as_array().map_or(0, |calls| {
+                calls
+                    .iter()
+                    .map(|call| {
+                        call["function"]["name"].as_str().map_or(0, str::len)
+                            + call["function"]["arguments"].as_str().map_or(0, str::len)
+                    })
+                    .sum()
+            });
         match role {
             "tool" => {
                 let id = message["tool_call_id"].as_str().unwrap_or_default();
@@ -507,6 +519,9 @@ fn check(config: &FakeConfig, body: &Value, violations: &mut Vec<String>) {
     if !open.is_empty() {
         violations.push(format!("request ends with calls {open:?} unanswered"));
     }
+    bytes += object
+        .get("tools")
+        .map_or(0, |tools| tools.to_string().len());
     if let Some(budget) = config.max_prompt_tokens
         && bytes as u64 / 4 > budget
     {

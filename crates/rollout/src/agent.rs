@@ -11,6 +11,7 @@
 //! Calls run one after another in the slot's single shell session, as in the reference (and as a
 //! session demands: `cd` then `ls` must not race).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -26,9 +27,11 @@ use crate::budget::Deadline;
 use crate::context;
 use crate::context::View;
 use crate::error::Error;
+use crate::hermes_text;
 use crate::message::Message;
 use crate::message::ToolCall;
 use crate::model::Completion;
+use crate::model::Failed;
 use crate::model::ModelClient;
 use crate::model::new_call_id;
 use crate::tools;
@@ -176,6 +179,8 @@ pub struct LoopOutcome {
     pub error: Option<String>,
     /// Some request carried a cut view of the conversation.
     pub context_truncated: bool,
+    /// Calls of an answer cut off by the length limit (not run).
+    pub dropped_tool_calls: Vec<ToolCall>,
 }
 
 /// The loop was cancelled (the caller drops the trajectory).
@@ -202,24 +207,22 @@ pub async fn run_loop<T: Toolbox>(
         timings: Vec::new(),
         error: None,
         context_truncated: false,
+        dropped_tool_calls: Vec::new(),
     };
     let schemas = settings.send_tools.then(|| tools.schemas());
     let fixed = schemas.map_or(0, |schemas| context::estimate_text(&schemas.to_string()));
     for _ in 0..settings.max_turns {
         let turn_started = Instant::now();
         let mut timing = TurnTiming::default();
-        let view = match settings.max_context_tokens {
-            None => View::Whole,
-            Some(budget) => context::fit(messages, fixed, budget),
-        };
-        let prompt: &[Message] = match &view {
-            View::Whole => messages,
-            View::Cut(cut) => {
-                outcome.metrics.context_cuts += 1;
-                outcome.context_truncated = true;
-                cut
+        let prompt = match prompt_view(messages, settings, fixed) {
+            Ok((prompt, cut)) => {
+                if cut {
+                    outcome.metrics.context_cuts += 1;
+                    outcome.context_truncated = true;
+                }
+                prompt
             }
-            View::TooLarge(estimate) => {
+            Err(estimate) => {
                 outcome.termination = Termination::Context;
                 outcome.error = Some(format!(
                     "the conversation needs about {estimate} tokens even cut down; the budget is {}",
@@ -228,23 +231,34 @@ pub async fn run_loop<T: Toolbox>(
                 return Ok(outcome);
             }
         };
+        let prompt: &[Message] = &prompt;
+        let model_started = Instant::now();
         let answer = tokio::select! {
             answer = model.complete(prompt, schemas, deadline) => answer,
             () = cancel.cancelled() => return Err(Cancelled),
-            () = tokio::time::sleep_until(deadline.instant()) => Err(Error::Deadline(deadline.total())),
+            () = tokio::time::sleep_until(deadline.instant()) => Err(Failed {
+                error: Error::Deadline(deadline.total()),
+                attempts: 1,
+                wire: model_started.elapsed(),
+            }),
         };
         let completion = match answer {
             Ok(completion) => {
                 timing.model_ms = ms(completion.wire);
                 completion
             }
-            Err(error) => {
-                outcome.termination = match error {
+            Err(failed) => {
+                // The failed turn still counts its retries and its time.
+                outcome.metrics.model_retries += u64::from(failed.attempts.saturating_sub(1));
+                timing.model_ms = ms(failed.wire);
+                timing.wall_ms = ms(turn_started.elapsed());
+                outcome.timings.push(timing);
+                outcome.termination = match failed.error {
                     Error::Deadline(_) => Termination::Timeout,
                     Error::ModelContext { .. } => Termination::Context,
                     _ => Termination::ApiError,
                 };
-                outcome.error = Some(error.to_string());
+                outcome.error = Some(failed.error.to_string());
                 return Ok(outcome);
             }
         };
@@ -256,6 +270,7 @@ pub async fn run_loop<T: Toolbox>(
             // Calls cut off mid-generation are not run; the text is kept whole (markup
             // included) so nothing the model wrote is lost.
             outcome.metrics.calls_dropped_on_length += calls.len() as u64;
+            outcome.dropped_tool_calls = calls;
             messages.push(Message::assistant(content.raw, reasoning, Vec::new()));
             outcome.termination = Termination::Length;
             timing.wall_ms = ms(turn_started.elapsed());
@@ -317,6 +332,44 @@ pub async fn run_loop<T: Toolbox>(
         }
     }
     Ok(outcome)
+}
+
+/// What is sent this turn, and whether it was cut: the conversation, cut to the budget, and with
+/// a text parser rendered as plain text turns (`hermes_text`). Rendering changes the size a
+/// little, so the rendered view is checked against the budget and cut further if need be.
+/// `Err` carries the estimate of the smallest view when nothing fits.
+fn prompt_view<'a>(
+    messages: &'a [Message],
+    settings: &LoopSettings,
+    fixed: u64,
+) -> Result<(Cow<'a, [Message]>, bool), u64> {
+    let text = matches!(settings.format, CallFormat::Text(_));
+    let Some(limit) = settings.max_context_tokens else {
+        return Ok(match text {
+            true => (Cow::Owned(hermes_text::as_text_turns(messages)), false),
+            false => (Cow::Borrowed(messages), false),
+        });
+    };
+    let mut budget = limit;
+    let mut smallest = u64::MAX;
+    for _ in 0..4 {
+        let (view, cut): (Cow<'a, [Message]>, bool) = match context::fit(messages, fixed, budget) {
+            View::Whole => (Cow::Borrowed(messages), false),
+            View::Cut(view) => (Cow::Owned(view), true),
+            View::TooLarge(estimate) => return Err(estimate.min(smallest)),
+        };
+        if !text {
+            return Ok((view, cut));
+        }
+        let rendered = hermes_text::as_text_turns(&view);
+        let size = context::estimate(&rendered, fixed);
+        if size <= limit {
+            return Ok((Cow::Owned(rendered), cut));
+        }
+        smallest = smallest.min(size);
+        budget = budget.saturating_sub(size - limit);
+    }
+    Err(smallest)
 }
 
 fn record_usage(metrics: &mut Metrics, completion: &Completion) {

@@ -10,7 +10,9 @@
 //!
 //! Tokens are estimated without a tokenizer (the engine serves any model): bytes / 4 per text
 //! field + 10 per message + 50 per tool call, plus the tool schemas when they are sent (the
-//! reference ignored them). Bytes, not characters, so non-ASCII text is over- not under-counted.
+//! reference ignored them). An estimate, not a count: close for English and code (about 4 bytes
+//! per token), low for text whose tokenizer spends a token or more per 3-byte character (CJK);
+//! leave headroom below the model's window for such text.
 
 use crate::message::Message;
 use crate::message::Role;
@@ -98,10 +100,20 @@ fn head_len(messages: &[Message]) -> usize {
         .map_or(0, |user| user + 1)
 }
 
-/// Where the protected tail starts: about the last `PROTECT_TAIL` messages, moved back to the
-/// start of an exchange so the tail never begins with tool answers whose call was dropped.
+/// Where the protected tail starts: about the last `PROTECT_TAIL` messages, never beginning
+/// with tool answers whose call could be dropped. It moves forward to the next exchange (so an
+/// older, possibly huge exchange is not pulled into the protected part), or, when only tool
+/// answers follow, back to the assistant message that asked for them.
 fn tail_start(messages: &[Message], head: usize) -> usize {
-    let mut start = messages.len().saturating_sub(PROTECT_TAIL).max(head);
+    let len = messages.len();
+    let mut start = len.saturating_sub(PROTECT_TAIL).max(head);
+    let mut forward = start;
+    while forward < len && messages[forward].role == Role::Tool {
+        forward += 1;
+    }
+    if forward < len {
+        return forward;
+    }
     while start > head && messages[start].role == Role::Tool {
         start -= 1;
     }
@@ -232,14 +244,50 @@ mod tests {
         for i in 0..4 {
             messages.push(Message::tool(format!("b{i}"), "z".repeat(300)));
         }
-        for budget in [200, 300, 400, 500, 700, 1000] {
-            match fit(&messages, 0, budget) {
-                View::Cut(view) => {
-                    assert_well_formed(&view);
-                    assert!(estimate(&view, 0) <= budget);
-                }
-                View::TooLarge(_) | View::Whole => {}
+        let without_old: Vec<Message> = messages[..2]
+            .iter()
+            .chain(&messages[4..])
+            .cloned()
+            .collect();
+        let needed = estimate(&without_old, 0);
+        // Enough for everything but the old, large exchange: it is dropped, nothing else.
+        let View::Cut(view) = fit(&messages, 0, needed) else {
+            panic!("expected a cut")
+        };
+        assert_well_formed(&view);
+        assert_eq!(view, without_old);
+        let mut cuts = 0;
+        for budget in (100..=needed + 100).step_by(25) {
+            if let View::Cut(view) = fit(&messages, 0, budget) {
+                assert_well_formed(&view);
+                assert!(estimate(&view, 0) <= budget);
+                cuts += 1;
             }
         }
+        assert!(cuts > 0);
+    }
+
+    #[test]
+    fn a_last_turn_of_many_calls_keeps_its_assistant_message() {
+        // Seven answers to one assistant message: the tail goes back to it.
+        let mut messages = vec![Message::system("s"), Message::user("u")];
+        messages.push(Message::assistant(
+            "",
+            None,
+            vec![ToolCall::function("x", "t", "{}")],
+        ));
+        messages.push(Message::tool("x", "w".repeat(3000)));
+        let calls = (0..7)
+            .map(|i| ToolCall::function(format!("b{i}"), "t", "{}"))
+            .collect();
+        messages.push(Message::assistant("", None, calls));
+        for i in 0..7 {
+            messages.push(Message::tool(format!("b{i}"), "z"));
+        }
+        let View::Cut(view) = fit(&messages, 0, 500) else {
+            panic!("expected a cut")
+        };
+        assert_well_formed(&view);
+        assert_eq!(view.len(), 2 + 8);
     }
 }

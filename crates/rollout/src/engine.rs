@@ -5,9 +5,11 @@
 //! are in flight. Cancellation (Ctrl-C) stops new rollouts, makes running ones release their
 //! leases and return, and still writes everything that finished.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use slotbox_client::Client;
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc;
@@ -94,8 +96,29 @@ pub async fn run(
                         sender.clone(),
                     );
                     tokio::spawn(async move {
-                        let trajectory =
-                            run_rollout(&client, &model, &task, sample, &rollout, &cancel).await;
+                        let run = run_rollout(&client, &model, &task, sample, &rollout, &cancel);
+                        // A bug must cost one trajectory, reported as such, not the run or a
+                        // silent gap (the lease is released by the rollout's guard).
+                        let trajectory = match AssertUnwindSafe(run).catch_unwind().await {
+                            Ok(trajectory) => trajectory,
+                            Err(panic) => {
+                                let what = panic
+                                    .downcast_ref::<&str>()
+                                    .map(|text| (*text).to_owned())
+                                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                                    .unwrap_or_default();
+                                tracing::error!(task_id = %task.id, what, "a rollout panicked");
+                                let mut trajectory = Trajectory::started(
+                                    &task,
+                                    sample,
+                                    &model.settings().model,
+                                    &rollout,
+                                );
+                                trajectory.error =
+                                    Some(format!("internal error: the rollout panicked: {what}"));
+                                Some(trajectory)
+                            }
+                        };
                         drop(permit);
                         if let Some(trajectory) = trajectory {
                             let _ = sender.send(trajectory).await;

@@ -18,6 +18,7 @@ pub mod budget;
 pub mod context;
 pub mod engine;
 pub mod error;
+pub mod hermes_text;
 pub mod message;
 pub mod model;
 pub mod output;

@@ -75,6 +75,17 @@ pub struct Completion {
     pub wire: Duration,
 }
 
+/// A turn whose model request failed, with what it cost.
+#[derive(Debug)]
+pub struct Failed {
+    /// Why.
+    pub error: Error,
+    /// Requests made.
+    pub attempts: u32,
+    /// Time on the wire and in backoff.
+    pub wire: Duration,
+}
+
 /// A chat-completions client for one model. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ModelClient {
@@ -144,28 +155,54 @@ impl ModelClient {
         messages: &[Message],
         tools: Option<&Value>,
         deadline: Deadline,
+    ) -> std::result::Result<Completion, Failed> {
+        let mut attempts = 0u32;
+        let mut wire = Duration::ZERO;
+        let result = self
+            .complete_counted(messages, tools, deadline, &mut attempts, &mut wire)
+            .await;
+        result.map_err(|error| Failed {
+            error,
+            attempts,
+            wire,
+        })
+    }
+
+    async fn complete_counted(
+        &self,
+        messages: &[Message],
+        tools: Option<&Value>,
+        deadline: Deadline,
+        attempts: &mut u32,
+        wire: &mut Duration,
     ) -> Result<Completion> {
         let body = self.body(messages, tools)?;
         let policy = self.settings.retry;
-        let mut attempts = 0u32;
-        let mut wire = Duration::ZERO;
         loop {
             if deadline.passed() {
                 return Err(Error::Deadline(deadline.total()));
             }
-            attempts += 1;
+            *attempts += 1;
+            let attempts = *attempts;
             let (result, took) = self.attempt(body.clone(), deadline).await;
-            wire += took;
+            *wire += took;
             let failure =
                 match result.and_then(|bytes| parse_completion(&bytes).map_err(Failure::Final)) {
                     Ok(mut completion) => {
                         completion.attempts = attempts;
-                        completion.wire = wire;
+                        completion.wire = *wire;
                         return Ok(completion);
                     }
                     Err(failure) => failure,
                 };
             let (detail, status, retry_after) = match failure {
+                Failure::Final(Error::ModelStatus { status, body, .. }) => {
+                    return Err(Error::ModelStatus {
+                        status,
+                        body,
+                        attempts,
+                    });
+                }
                 Failure::Final(error) => return Err(error),
                 Failure::Retry {
                     detail,
@@ -189,7 +226,7 @@ impl ModelClient {
             }
             tracing::debug!(attempts, ?wait, %detail, "retrying the model request");
             tokio::time::sleep(wait).await;
-            wire += wait;
+            *wire += wait;
         }
     }
 

@@ -16,11 +16,11 @@ use serde_json::json;
 use crate::agent::Termination;
 use crate::error::Error;
 use crate::error::Result;
+use crate::hermes_text;
 use crate::message::Message;
 use crate::message::Role;
 use crate::rollout::Trajectory;
 use crate::rollout::tools_system_prompt;
-use crate::tools::python_object;
 
 /// The extra shapes `--format` can add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,18 +185,8 @@ pub fn sharegpt(trajectory: &Trajectory) -> Value {
             }
             Role::Tool => {
                 let id = message.tool_call_id.as_deref().unwrap_or_default();
-                let response = python_object(
-                    &[
-                        ("tool_call_id", Value::from(id)),
-                        (
-                            "name",
-                            Value::from(names.get(id).copied().unwrap_or_default()),
-                        ),
-                        ("content", Value::from(message.content.as_str())),
-                    ],
-                    false,
-                );
-                pending_tool.push(format!("<tool_response>\n{response}\n</tool_response>"));
+                let name = names.get(id).copied().unwrap_or_default();
+                pending_tool.push(hermes_text::response(id, name, &message.content));
             }
         }
     }
@@ -214,22 +204,10 @@ pub fn sharegpt(trajectory: &Trajectory) -> Value {
 fn gpt_value(message: &Message) -> String {
     let reasoning = message.reasoning_content.as_deref().unwrap_or_default();
     let mut value = format!("<think>\n{reasoning}\n</think>\n{}", message.content);
-    for call in &message.tool_calls {
-        let arguments = serde_json::from_str::<Value>(&call.function.arguments)
-            .unwrap_or_else(|_| Value::String(call.function.arguments.clone()));
-        let body = python_object(
-            &[
-                ("name", Value::from(call.function.name.as_str())),
-                ("arguments", arguments),
-            ],
-            false,
-        );
-        if !value.ends_with('\n') {
-            value.push('\n');
-        }
-        value.push_str(&format!("<tool_call>\n{body}\n</tool_call>"));
+    if !message.tool_calls.is_empty() && !value.ends_with('\n') {
+        value.push('\n');
     }
-    value
+    hermes_text::with_calls(value, &message.tool_calls)
 }
 
 /// An Atropos `ScoredDataGroup`-shaped record of one task's samples: `scores` (a missing reward

@@ -25,6 +25,7 @@ use crate::budget::Deadline;
 use crate::error::Error;
 use crate::message::Message;
 use crate::message::Role;
+use crate::message::ToolCall;
 use crate::model::ModelClient;
 use crate::task::Task;
 use crate::tools::SlotTools;
@@ -47,8 +48,9 @@ pub struct RolloutSettings {
     pub setup_timeout: Duration,
     /// Limit of the verifier.
     pub verify_timeout: Duration,
-    /// How long to wait for a free slot.
-    pub lease_wait: Duration,
+    /// How long to wait for a free slot (none: as long as it takes, so rollouts beyond the
+    /// pool's slots queue).
+    pub lease_wait: Option<Duration>,
     /// System message for tasks without one.
     pub default_system: Option<String>,
 }
@@ -102,6 +104,10 @@ pub struct Trajectory {
     pub timings: Timings,
     /// Some request carried a cut view of the conversation.
     pub context_truncated: bool,
+    /// Calls of a final answer cut off by the length limit: not run, so not in `messages`
+    /// (every call there is answered), kept here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_tool_calls: Vec<ToolCall>,
     /// The verifier's run, if it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
@@ -158,6 +164,108 @@ pub fn initial_messages(task: &Task, settings: &RolloutSettings) -> Vec<Message>
     messages
 }
 
+impl Trajectory {
+    /// A trajectory before anything ran: the initial messages, no reward, `tool_fatal` until
+    /// the loop says otherwise.
+    pub fn started(task: &Task, sample: u32, model: &str, settings: &RolloutSettings) -> Self {
+        Self {
+            task_id: task.id.clone(),
+            sample,
+            model: model.to_owned(),
+            messages: initial_messages(task, settings),
+            reward: None,
+            termination: Termination::ToolFatal,
+            turns: 0,
+            metrics: Metrics::default(),
+            timings: Timings::default(),
+            context_truncated: false,
+            dropped_tool_calls: Vec::new(),
+            verification: None,
+            error: None,
+        }
+    }
+}
+
+/// Releases its lease when dropped unreleased (a panic unwinding through the rollout), so even
+/// then the slot goes back instead of waiting for the lease to expire.
+struct LeaseGuard<'a> {
+    client: &'a Client,
+    lease_id: Option<String>,
+}
+
+impl LeaseGuard<'_> {
+    async fn release(mut self) {
+        if let Some(lease_id) = self.lease_id.take() {
+            release(self.client, &lease_id).await;
+        }
+    }
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        if let (Some(lease_id), Ok(runtime)) =
+            (self.lease_id.take(), tokio::runtime::Handle::try_current())
+        {
+            let client = self.client.clone();
+            runtime.spawn(async move { release(&client, &lease_id).await });
+        }
+    }
+}
+
+/// The longest wait one lease request may ask for (servers refuse more than an hour); longer
+/// waits are several requests.
+const LEASE_REQUEST_WAIT: Duration = Duration::from_secs(600);
+/// The longest lease asked for (servers refuse more than a week).
+const MAX_TTL: Duration = Duration::from_secs(6 * 24 * 3600);
+/// How long a lease answer in flight at cancellation is awaited, to release it.
+const LEASE_SETTLE: Duration = Duration::from_secs(2);
+
+/// Leases a slot, waiting (in requests of at most `LEASE_REQUEST_WAIT`) up to `limit`, or as
+/// long as it takes. `Ok(None)` when cancelled.
+async fn acquire(
+    client: &Client,
+    ttl: Duration,
+    limit: Option<Duration>,
+    cancel: &CancellationToken,
+) -> Result<Option<slotbox_protocol::v1::Lease>, String> {
+    let started = Instant::now();
+    loop {
+        let wait = limit.map_or(LEASE_REQUEST_WAIT, |limit| {
+            limit
+                .saturating_sub(started.elapsed())
+                .min(LEASE_REQUEST_WAIT)
+        });
+        let request = CreateLease {
+            ttl_s: Some(ttl.min(MAX_TTL).as_secs_f64()),
+            wait_s: Some(wait.as_secs_f64()),
+            network: None,
+        };
+        let lease = client.lease(&request);
+        tokio::pin!(lease);
+        let result = tokio::select! {
+            result = &mut lease => result,
+            () = cancel.cancelled() => {
+                // A lease granted as the run stopped must not be left behind.
+                if let Ok(Ok(lease)) = tokio::time::timeout(LEASE_SETTLE, lease).await {
+                    release(client, &lease.lease_id).await;
+                }
+                return Ok(None);
+            }
+        };
+        match result {
+            Ok(lease) => return Ok(Some(lease)),
+            Err(error) if error.code() == Some(&slotbox_client::ErrorCode::NoSlot) => {
+                if let Some(limit) = limit
+                    && started.elapsed() >= limit
+                {
+                    return Err(format!("no slot became free within {limit:?}"));
+                }
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+}
+
 /// Runs one rollout of `task`. `None` when cancelled (the lease is released all the same).
 pub async fn run_rollout(
     client: &Client,
@@ -168,42 +276,27 @@ pub async fn run_rollout(
     cancel: &CancellationToken,
 ) -> Option<Trajectory> {
     let started = Instant::now();
-    let mut trajectory = Trajectory {
-        task_id: task.id.clone(),
-        sample,
-        model: model.settings().model.clone(),
-        messages: initial_messages(task, settings),
-        reward: None,
-        termination: Termination::ToolFatal,
-        turns: 0,
-        metrics: Metrics::default(),
-        timings: Timings::default(),
-        context_truncated: false,
-        verification: None,
-        error: None,
-    };
+    let mut trajectory = Trajectory::started(task, sample, &model.settings().model, settings);
     let rollout_timeout = task.timeout().unwrap_or(settings.rollout_timeout);
-    let request = CreateLease {
-        // The lease outlives everything the rollout may do, so only a crash leaves it behind,
-        // and then only until it expires.
-        ttl_s: Some(
-            (rollout_timeout + settings.verify_timeout + Duration::from_secs(120)).as_secs_f64(),
-        ),
-        wait_s: Some(settings.lease_wait.as_secs_f64()),
-        network: None,
-    };
-    let lease = tokio::select! {
-        lease = client.lease(&request) => lease,
-        () = cancel.cancelled() => return None,
-    };
+    // The lease outlives everything the rollout may do, so only a crash leaves it behind, and
+    // then only until it expires.
+    let ttl = rollout_timeout
+        .saturating_add(settings.verify_timeout)
+        .saturating_add(Duration::from_secs(120));
+    let lease = acquire(client, ttl, settings.lease_wait, cancel).await;
     trajectory.timings.lease_ms = ms(started.elapsed());
     let lease = match lease {
-        Ok(lease) => lease,
+        Ok(Some(lease)) => lease,
+        Ok(None) => return None,
         Err(error) => {
             trajectory.error = Some(format!("no slot: {error}"));
             trajectory.timings.total_ms = ms(started.elapsed());
             return Some(trajectory);
         }
+    };
+    let guard = LeaseGuard {
+        client,
+        lease_id: Some(lease.lease_id.clone()),
     };
     let finished = work(
         client,
@@ -215,7 +308,7 @@ pub async fn run_rollout(
         cancel,
     )
     .await;
-    release(client, &lease.lease_id).await;
+    guard.release().await;
     trajectory.timings.total_ms = ms(started.elapsed());
     finished.then_some(trajectory)
 }
@@ -238,6 +331,9 @@ async fn work(
             result = run_command(client, lease_id, command, timeout) => result,
             () = cancel.cancelled() => return false,
         };
+        if deadline.passed() {
+            trajectory.termination = Termination::Timeout;
+        }
         let failure = match result {
             Ok(result) if result.exit_code == 0 => continue,
             Ok(result) => format!(
@@ -286,7 +382,9 @@ async fn work(
         timings,
         error,
         context_truncated,
+        dropped_tool_calls,
     } = outcome;
+    trajectory.dropped_tool_calls = dropped_tool_calls;
     trajectory.termination = termination;
     trajectory.turns = turns;
     trajectory.metrics = metrics;

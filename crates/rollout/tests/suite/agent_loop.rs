@@ -274,6 +274,10 @@ async fn final_errors_end_the_rollout_with_their_termination() {
         "{:?}",
         trajectory.error
     );
+    // The failed turn still reports its retries and its time.
+    assert_eq!(trajectory.metrics.model_retries, 5);
+    assert_eq!(trajectory.timings.turns.len(), 1);
+    assert!(trajectory.timings.turns[0].model_ms > 0.0);
 
     let trajectory = rollout(&slots, &model, &task("t3", "too long"), &settings).await;
     assert_eq!(trajectory.termination, Termination::Context);
@@ -282,6 +286,8 @@ async fn final_errors_end_the_rollout_with_their_termination() {
     assert_eq!(trajectory.termination, Termination::Length);
     assert_eq!(trajectory.turns, 1);
     assert_eq!(trajectory.metrics.calls_dropped_on_length, 1);
+    assert_eq!(trajectory.dropped_tool_calls.len(), 1);
+    assert_eq!(trajectory.dropped_tool_calls[0].id, "c1");
     assert_eq!(trajectory.metrics.tool_calls_attempted, 0);
     assert_every_call_answered(&trajectory.messages);
     assert_eq!(fake.violations(), Vec::<String>::new());
@@ -333,8 +339,25 @@ async fn text_tool_calls_are_parsed_leniently_and_tools_go_in_the_system_prompt(
         Some("plan")
     );
     assert_eq!(trajectory.messages[2].content, "Running it.");
-    let first = &fake.requests()[0];
+    let requests = fake.requests();
+    let first = &requests[0];
     assert!(first.body.get("tools").is_none());
+    // Later turns carry the history as text: the model's calls in its own format, the results
+    // as <tool_response> blocks in a user turn.
+    let second = requests[1].messages();
+    let assistant = second[second.len() - 2]["content"].as_str().unwrap();
+    assert!(
+        assistant.starts_with("Running it.\n<tool_call>\n{\"name\": \"terminal\""),
+        "{assistant}"
+    );
+    assert!(second[second.len() - 2].get("tool_calls").is_none());
+    assert_eq!(second.last().unwrap()["role"], "user");
+    assert!(
+        second.last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("<tool_response>\n{\"tool_call_id\": ")
+    );
     let system = first.body["messages"][0]["content"].as_str().unwrap();
     assert!(system.starts_with("You are a test agent.") && system.contains("<tools>"));
 }
@@ -435,6 +458,16 @@ async fn a_failed_setup_ends_the_rollout_before_the_model_is_asked() {
         "{error}"
     );
     assert_eq!(trajectory.reward, None);
+    assert_eq!(fake.request_count(), 0);
+
+    // A setup that outlives the rollout's deadline is a timeout, not a broken slot.
+    let mut slow = task.clone();
+    slow.setup = vec!["sleep 20".to_owned()];
+    slow.timeout_s = Some(1.0);
+    let started = std::time::Instant::now();
+    let trajectory = rollout(&slots, &model(&fake), &slow, &settings(native())).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(trajectory.termination, Termination::Timeout);
     assert_eq!(fake.request_count(), 0);
     all_free(&slots, 1).await;
 }

@@ -223,3 +223,47 @@ async fn cancelling_keeps_finished_trajectories_and_releases_every_slot() {
     assert_eq!(report.summary.unfinished, 2);
     all_free(&slots, 3).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollouts_beyond_the_slots_queue_instead_of_failing() {
+    let Some(slots) = slots(1).await else { return };
+    let fake = FakeModel::start(
+        FakeConfig {
+            expect_model: Some("m".to_owned()),
+            ..FakeConfig::default()
+        },
+        two_turns,
+    )
+    .await
+    .unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let mut task = task(&format!("t{i}"), &format!("task {i}"));
+            task.verify = Some(format!("grep -qx task_{i} out.txt"));
+            task
+        })
+        .collect();
+    let directory = tempfile::tempdir().unwrap();
+    let mut sink = Sink::create(&directory.path().join("run.jsonl"), &[], 1).unwrap();
+    let mut settings = settings(CallFormat::Native);
+    // No limit on the wait: four rollouts share the one slot in turn.
+    settings.lease_wait = None;
+    let report = slotbox_rollout::engine::run(
+        slots.client.clone(),
+        model(&fake),
+        tasks,
+        RunSettings {
+            concurrency: 4,
+            samples: 1,
+            rollout: settings,
+        },
+        &mut sink,
+        &Silent,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.summary.passed, 4, "{}", report.summary.table());
+    assert_eq!(fake.violations(), Vec::<String>::new());
+    all_free(&slots, 1).await;
+}

@@ -117,7 +117,7 @@ pub(crate) fn settings(format: CallFormat) -> RolloutSettings {
         command_timeout: Duration::from_secs(30),
         setup_timeout: Duration::from_secs(30),
         verify_timeout: Duration::from_secs(30),
-        lease_wait: Duration::from_secs(30),
+        lease_wait: Some(Duration::from_secs(30)),
         default_system: Some("You are a test agent.".to_owned()),
     }
 }
