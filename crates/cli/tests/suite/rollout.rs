@@ -191,3 +191,36 @@ fn ctrl_c_writes_what_finished_and_leaves_no_sandbox_behind() {
         );
     }
 }
+
+#[test]
+fn bad_input_is_refused_before_anything_starts() {
+    let (_runtime, fake) = fake_model(|_| Reply::text("never asked"));
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str], &str); 4] = [
+        ("{\"id\": \"a\"}", &[], "tasks file line 1"),
+        (
+            "{\"id\": \"a\", \"prompt\": \"p\", \"verfy\": \"x\"}",
+            &[],
+            "verfy",
+        ),
+        (
+            "{\"id\": \"a\", \"prompt\": \"p\"}",
+            &["--parser", "nope"],
+            "Tool call parser 'nope' not found",
+        ),
+        (
+            "{\"id\": \"a\", \"prompt\": \"p\"}",
+            &["--extra-body", "[1]"],
+            "--extra-body must be a JSON object",
+        ),
+    ];
+    for (tasks, extra, needle) in cases {
+        std::fs::write(dir.path().join("tasks.jsonl"), tasks).unwrap();
+        let output = rollout_command(dir.path(), &fake, extra).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(125), "{stderr}");
+        assert!(stderr.contains(needle), "{needle} not in {stderr}");
+        assert!(!dir.path().join("out.jsonl").exists(), "no output file for a refused run");
+    }
+    assert_eq!(fake.request_count(), 0);
+}
