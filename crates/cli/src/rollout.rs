@@ -82,13 +82,14 @@ pub(crate) struct RolloutArgs {
     /// [default: native].
     #[arg(long)]
     parser: Option<String>,
-    /// Parse text tool calls exactly as the reference does (all-or-nothing) instead of leniently.
-    #[arg(long)]
-    strict_parsing: bool,
+    /// Parse text tool calls exactly as the reference does (all-or-nothing) instead of leniently
+    /// (`--strict-parsing=false` overrides the configuration file).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    strict_parsing: Option<bool>,
     /// Send the `tools` array even with a text parser (default: only with `native`; text
     /// parsers get the tools in the system prompt).
-    #[arg(long)]
-    send_tools: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    send_tools: Option<bool>,
     /// Context budget in estimated tokens: no request is sent over it.
     #[arg(long)]
     max_context_tokens: Option<u64>,
@@ -152,7 +153,12 @@ fn seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value)
         .ok()
         .filter(|duration| !duration.is_zero())
-        .with_context(|| format!("--{name} must be a positive number of seconds, got {value}"))
+        .with_context(|| {
+            format!(
+                "{name} (--{name} or [rollout] {}) must be a positive number of seconds, got {value}",
+                name.replace('-', "_")
+            )
+        })
 }
 
 /// The progress bar (drawn only when stderr is a terminal).
@@ -178,6 +184,18 @@ impl Progress for Bar {
         ));
         self.bar.inc(1);
     }
+}
+
+/// The flags' ranges hold for values from the configuration file too.
+fn in_range(value: u32, range: std::ops::RangeInclusive<u32>, name: &str) -> anyhow::Result<u32> {
+    anyhow::ensure!(
+        range.contains(&value),
+        "{name} (--{name} or [rollout] {}) must be in {}..={}, got {value}",
+        name.replace('-', "_"),
+        range.start(),
+        range.end()
+    );
+    Ok(value)
 }
 
 fn seconds_setting(
@@ -271,14 +289,29 @@ fn settings(
         )
     };
     let resolved = Resolved {
-        concurrency: args.concurrency.or(file.concurrency).unwrap_or(32).max(1) as usize,
-        samples: args.samples.or(file.samples).unwrap_or(1).max(1),
-        slots_per_server: args
-            .slots_per_server
-            .or(file.slots_per_server)
-            .unwrap_or(16)
-            .max(1) as usize,
+        concurrency: in_range(
+            args.concurrency.or(file.concurrency).unwrap_or(32),
+            1..=100_000,
+            "concurrency",
+        )? as usize,
+        samples: in_range(
+            args.samples.or(file.samples).unwrap_or(1),
+            1..=10_000,
+            "samples",
+        )?,
+        slots_per_server: in_range(
+            args.slots_per_server
+                .or(file.slots_per_server)
+                .unwrap_or(16),
+            1..=1000,
+            "slots-per-server",
+        )? as usize,
     };
+    let max_turns = in_range(
+        args.max_turns.or(file.max_turns).unwrap_or(30),
+        1..=100_000,
+        "max-turns",
+    )?;
     let rollout_timeout = seconds_setting(
         args.rollout_timeout_s,
         file.rollout_timeout_s,
@@ -290,17 +323,16 @@ fn settings(
         samples: resolved.samples,
         rollout: RolloutSettings {
             agent: LoopSettings {
-                max_turns: args.max_turns.or(file.max_turns).unwrap_or(30).max(1),
+                max_turns,
                 format,
-                mode: if args.strict_parsing || file.strict_parsing.unwrap_or(false) {
+                mode: if args.strict_parsing.or(file.strict_parsing).unwrap_or(false) {
                     Mode::Strict
                 } else {
                     Mode::Lenient
                 },
                 max_context_tokens: args.max_context_tokens.or(file.max_context_tokens),
                 send_tools: matches!(format, CallFormat::Native)
-                    || args.send_tools
-                    || file.send_tools.unwrap_or(false),
+                    || args.send_tools.or(file.send_tools).unwrap_or(false),
             },
             rollout_timeout,
             command_timeout: seconds_setting(
@@ -430,14 +462,9 @@ pub(crate) async fn run(args: RolloutArgs) -> anyhow::Result<ExitStatus> {
         tokio::spawn(async move {
             crate::serve::shutdown_signal().await;
             tracing::warn!(
-                "stopping: running rollouts release their slots; finished ones are kept \
-                 (again to quit at once)"
+                "stopping: running rollouts release their slots; finished ones are kept"
             );
             cancel.cancel();
-            // A second signal quits without waiting: the embedded pool's servers are in our
-            // process group and get a terminal's Ctrl-C too; unreleased leases expire.
-            crate::serve::shutdown_signal().await;
-            std::process::exit(130);
         })
     };
     let (client, embedded) = match args.pool.as_ref().or(file.pool.as_ref()) {

@@ -31,7 +31,6 @@ use crate::hermes_text;
 use crate::message::Message;
 use crate::message::ToolCall;
 use crate::model::Completion;
-use crate::model::Failed;
 use crate::model::ModelClient;
 use crate::model::new_call_id;
 use crate::tools;
@@ -232,15 +231,11 @@ pub async fn run_loop<T: Toolbox>(
             }
         };
         let prompt: &[Message] = &prompt;
-        let model_started = Instant::now();
+        // `complete` is bounded by the deadline itself (each attempt's timeout and each backoff
+        // are), so it reports its attempts however it ends.
         let answer = tokio::select! {
             answer = model.complete(prompt, schemas, deadline) => answer,
             () = cancel.cancelled() => return Err(Cancelled),
-            () = tokio::time::sleep_until(deadline.instant()) => Err(Failed {
-                error: Error::Deadline(deadline.total()),
-                attempts: 1,
-                wire: model_started.elapsed(),
-            }),
         };
         let completion = match answer {
             Ok(completion) => {
@@ -334,42 +329,30 @@ pub async fn run_loop<T: Toolbox>(
     Ok(outcome)
 }
 
-/// What is sent this turn, and whether it was cut: the conversation, cut to the budget, and with
-/// a text parser rendered as plain text turns (`hermes_text`). Rendering changes the size a
-/// little, so the rendered view is checked against the budget and cut further if need be.
-/// `Err` carries the estimate of the smallest view when nothing fits.
+/// What is sent this turn, and whether it was cut: the conversation, with a text parser rendered
+/// as plain text turns (`hermes_text`) first, so the budget is checked on exactly what is sent;
+/// then cut to the budget. `Err` carries the estimate of the smallest view when nothing fits.
 fn prompt_view<'a>(
     messages: &'a [Message],
     settings: &LoopSettings,
     fixed: u64,
 ) -> Result<(Cow<'a, [Message]>, bool), u64> {
-    let text = matches!(settings.format, CallFormat::Text(_));
-    let Some(limit) = settings.max_context_tokens else {
-        return Ok(match text {
-            true => (Cow::Owned(hermes_text::as_text_turns(messages)), false),
-            false => (Cow::Borrowed(messages), false),
-        });
+    let turns: Cow<'a, [Message]> = match settings.format {
+        CallFormat::Text(_) => Cow::Owned(hermes_text::as_text_turns(messages)),
+        CallFormat::Native => Cow::Borrowed(messages),
     };
-    let mut budget = limit;
-    let mut smallest = u64::MAX;
-    for _ in 0..4 {
-        let (view, cut): (Cow<'a, [Message]>, bool) = match context::fit(messages, fixed, budget) {
-            View::Whole => (Cow::Borrowed(messages), false),
+    let (view, cut) = match settings.max_context_tokens {
+        None => (turns, false),
+        Some(budget) => match context::fit(&turns, fixed, budget) {
+            View::Whole => (turns, false),
             View::Cut(view) => (Cow::Owned(view), true),
-            View::TooLarge(estimate) => return Err(estimate.min(smallest)),
-        };
-        if !text {
-            return Ok((view, cut));
-        }
-        let rendered = hermes_text::as_text_turns(&view);
-        let size = context::estimate(&rendered, fixed);
-        if size <= limit {
-            return Ok((Cow::Owned(rendered), cut));
-        }
-        smallest = smallest.min(size);
-        budget = budget.saturating_sub(size - limit);
-    }
-    Err(smallest)
+            View::TooLarge(estimate) => return Err(estimate),
+        },
+    };
+    Ok(match settings.format {
+        CallFormat::Text(_) => (Cow::Owned(hermes_text::to_wire(view.into_owned())), cut),
+        CallFormat::Native => (view, cut),
+    })
 }
 
 fn record_usage(metrics: &mut Metrics, completion: &Completion) {
@@ -534,6 +517,50 @@ async fn dispatch<T: Toolbox>(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    fn text_settings(budget: u64) -> LoopSettings {
+        LoopSettings {
+            max_turns: 5,
+            format: CallFormat::Text(slotbox_toolcall::parser("hermes").unwrap()),
+            mode: Mode::Lenient,
+            max_context_tokens: Some(budget),
+            send_tools: false,
+        }
+    }
+
+    #[test]
+    fn text_prompts_are_sized_as_rendered_and_never_sent_over_budget() {
+        let mut messages = vec![Message::system("s"), Message::user("task")];
+        for round in 0..3 {
+            let calls: Vec<ToolCall> = (0..30)
+                .map(|i| {
+                    ToolCall::function(format!("c{round}_{i}"), "terminal", "{\"command\": \"ls\"}")
+                })
+                .collect();
+            let ids: Vec<String> = calls.iter().map(|c| c.id.clone()).collect();
+            messages.push(Message::assistant("", None, calls));
+            for id in ids {
+                messages.push(Message::tool(id, "ok"));
+            }
+        }
+        let rendered = hermes_text::to_wire(hermes_text::as_text_turns(&messages));
+        let exact = context::estimate(&rendered, 0);
+        // Exactly the rendered size fits whole, though the native shape would be larger.
+        assert!(context::estimate(&messages, 0) > exact);
+        let (view, cut) = prompt_view(&messages, &text_settings(exact), 0).unwrap();
+        assert!(!cut);
+        assert_eq!(view.as_ref(), rendered.as_slice());
+        for budget in (50..exact).step_by(37) {
+            match prompt_view(&messages, &text_settings(budget), 0) {
+                Ok((view, cut)) => {
+                    assert!(cut);
+                    assert!(context::estimate(&view, 0) <= budget);
+                    assert!(view.iter().all(|m| m.role != crate::message::Role::Tool));
+                }
+                Err(smallest) => assert!(smallest > budget),
+            }
+        }
+    }
 
     #[test]
     fn think_blocks_become_reasoning() {

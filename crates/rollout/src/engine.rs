@@ -120,6 +120,14 @@ pub async fn run(
                             }
                         };
                         drop(permit);
+                        // After cancellation only finished rollouts are written.
+                        let trajectory = trajectory.filter(|trajectory| {
+                            !(cancel.is_cancelled()
+                                && trajectory
+                                    .error
+                                    .as_deref()
+                                    .is_some_and(|error| error.starts_with("internal error")))
+                        });
                         if let Some(trajectory) = trajectory {
                             let _ = sender.send(trajectory).await;
                         }

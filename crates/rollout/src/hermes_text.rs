@@ -49,14 +49,16 @@ pub fn response(call_id: &str, name: &str, content: &str) -> String {
 }
 
 /// The conversation as plain text turns: an assistant's calls become `<tool_call>` text in its
-/// content, and each run of tool messages one user message of `<tool_response>` blocks.
+/// content, and each run of tool messages one message of `<tool_response>` blocks. That message
+/// keeps the role `tool` (without a call id) so the context view still sees it as part of its
+/// assistant's exchange; [`to_wire`] makes it the user turn it is sent as.
 pub fn as_text_turns(messages: &[Message]) -> Vec<Message> {
     let mut names: HashMap<&str, &str> = HashMap::new();
     let mut out: Vec<Message> = Vec::with_capacity(messages.len());
     let mut responses: Vec<String> = Vec::new();
     for message in messages {
         if message.role != Role::Tool && !responses.is_empty() {
-            out.push(Message::user(responses.join("\n")));
+            out.push(responses_turn(&responses));
             responses.clear();
         }
         match message.role {
@@ -79,9 +81,25 @@ pub fn as_text_turns(messages: &[Message]) -> Vec<Message> {
         }
     }
     if !responses.is_empty() {
-        out.push(Message::user(responses.join("\n")));
+        out.push(responses_turn(&responses));
     }
     out
+}
+
+fn responses_turn(responses: &[String]) -> Message {
+    let mut turn = Message::user(responses.join("\n"));
+    turn.role = Role::Tool;
+    turn
+}
+
+/// Text turns as sent: the responses turns become user messages.
+pub fn to_wire(mut turns: Vec<Message>) -> Vec<Message> {
+    for turn in &mut turns {
+        if turn.role == Role::Tool {
+            turn.role = Role::User;
+        }
+    }
+    turns
 }
 
 #[cfg(test)]
@@ -105,7 +123,7 @@ mod tests {
             Message::tool("b", "{\"error\": \"no\"}"),
             Message::assistant("done", None, Vec::new()),
         ];
-        let turns = as_text_turns(&messages);
+        let turns = to_wire(as_text_turns(&messages));
         assert_eq!(turns.len(), 4);
         assert_eq!(
             turns[1].content,

@@ -279,19 +279,10 @@ impl ModelClient {
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) if error.is_timeout() && deadline.passed() => {
-                return Err(Failure::Final(Error::Deadline(deadline.total())));
-            }
-            Err(error) => {
-                return Err(Failure::Retry {
-                    detail: transport_detail(&error),
-                    status: None,
-                    retry_after: None,
-                });
-            }
-        };
+        let response = request
+            .send()
+            .await
+            .map_err(|error| transport_failure(&error, deadline))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -299,19 +290,10 @@ impl ModelClient {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse::<f64>().ok())
             .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok());
-        let bytes = match response.bytes().await {
-            Ok(bytes) => bytes,
-            Err(error) if error.is_timeout() && deadline.passed() => {
-                return Err(Failure::Final(Error::Deadline(deadline.total())));
-            }
-            Err(error) => {
-                return Err(Failure::Retry {
-                    detail: transport_detail(&error),
-                    status: None,
-                    retry_after: None,
-                });
-            }
-        };
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| transport_failure(&error, deadline))?;
         if status.is_success() {
             return Ok(bytes);
         }
@@ -333,6 +315,18 @@ impl ModelClient {
             body: excerpt,
             attempts: 1,
         }))
+    }
+}
+
+/// A request that broke: the rollout's deadline if that is what cut it, else worth a retry.
+fn transport_failure(error: &reqwest::Error, deadline: Deadline) -> Failure {
+    if error.is_timeout() && deadline.passed() {
+        return Failure::Final(Error::Deadline(deadline.total()));
+    }
+    Failure::Retry {
+        detail: transport_detail(error),
+        status: None,
+        retry_after: None,
     }
 }
 

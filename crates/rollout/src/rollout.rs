@@ -217,6 +217,8 @@ impl Drop for LeaseGuard<'_> {
 const LEASE_REQUEST_WAIT: Duration = Duration::from_secs(600);
 /// The longest lease asked for (servers refuse more than a week).
 const MAX_TTL: Duration = Duration::from_secs(6 * 24 * 3600);
+/// The pause before asking again after a lease refused early.
+const LEASE_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// How long a lease answer in flight at cancellation is awaited, to release it.
 const LEASE_SETTLE: Duration = Duration::from_secs(2);
 
@@ -240,6 +242,7 @@ async fn acquire(
             wait_s: Some(wait.as_secs_f64()),
             network: None,
         };
+        let asked = Instant::now();
         let lease = client.lease(&request);
         tokio::pin!(lease);
         let result = tokio::select! {
@@ -259,6 +262,14 @@ async fn acquire(
                     && started.elapsed() >= limit
                 {
                     return Err(format!("no slot became free within {limit:?}"));
+                }
+                // Refused before the wait asked for (a pool shutting down, a server with fewer
+                // slots than waiters): pause instead of asking again at once.
+                if asked.elapsed() + LEASE_SETTLE < wait {
+                    tokio::select! {
+                        () = tokio::time::sleep(LEASE_RETRY_PAUSE) => {}
+                        () = cancel.cancelled() => return Ok(None),
+                    }
                 }
             }
             Err(error) => return Err(error.to_string()),
@@ -331,9 +342,6 @@ async fn work(
             result = run_command(client, lease_id, command, timeout) => result,
             () = cancel.cancelled() => return false,
         };
-        if deadline.passed() {
-            trajectory.termination = Termination::Timeout;
-        }
         let failure = match result {
             Ok(result) if result.exit_code == 0 => continue,
             Ok(result) => format!(
@@ -343,6 +351,9 @@ async fn work(
             ),
             Err(error) => error.to_string(),
         };
+        if deadline.passed() {
+            trajectory.termination = Termination::Timeout;
+        }
         trajectory.error = Some(
             Error::Setup {
                 index: index + 1,

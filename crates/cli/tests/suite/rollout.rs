@@ -196,7 +196,8 @@ fn ctrl_c_writes_what_finished_and_leaves_no_sandbox_behind() {
 fn bad_input_is_refused_before_anything_starts() {
     let (_runtime, fake) = fake_model(|_| Reply::text("never asked"));
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str], &str); 4] = [
+    std::fs::write(dir.path().join("c.toml"), "[rollout]\nsamples = 0\n").unwrap();
+    let cases: [(&str, &[&str], &str); 5] = [
         ("{\"id\": \"a\"}", &[], "tasks file line 1"),
         (
             "{\"id\": \"a\", \"prompt\": \"p\", \"verfy\": \"x\"}",
@@ -213,6 +214,11 @@ fn bad_input_is_refused_before_anything_starts() {
             &["--extra-body", "[1]"],
             "--extra-body must be a JSON object",
         ),
+        (
+            "{\"id\": \"a\", \"prompt\": \"p\"}",
+            &["--config", "c.toml"],
+            "[rollout] samples) must be in 1..=10000, got 0",
+        ),
     ];
     for (tasks, extra, needle) in cases {
         std::fs::write(dir.path().join("tasks.jsonl"), tasks).unwrap();
@@ -220,7 +226,10 @@ fn bad_input_is_refused_before_anything_starts() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(125), "{stderr}");
         assert!(stderr.contains(needle), "{needle} not in {stderr}");
-        assert!(!dir.path().join("out.jsonl").exists(), "no output file for a refused run");
+        assert!(
+            !dir.path().join("out.jsonl").exists(),
+            "no output file for a refused run"
+        );
     }
     assert_eq!(fake.request_count(), 0);
 }
