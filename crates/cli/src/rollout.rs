@@ -13,7 +13,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use clap::ValueEnum;
-use futures_util::StreamExt;
 use slotbox_client::Client;
 use slotbox_rollout::agent::CallFormat;
 use slotbox_rollout::agent::LoopSettings;
@@ -382,22 +381,7 @@ impl EmbeddedPool {
         })?;
         let pool = slotbox_pool::Pool::new(Arc::new(scheduler), None);
         slotbox_pool::start_background(&pool);
-        let startup = async {
-            pool.prepare()
-                .await
-                .context("preparing the local scheduler")?;
-            let started: Vec<_> = futures_util::stream::iter(0..servers)
-                .map(|_| pool.add_server())
-                .buffer_unordered(4)
-                .collect()
-                .await;
-            match started.into_iter().find(Result::is_err) {
-                Some(Err(error)) => {
-                    Err(anyhow::Error::new(error).context("starting a sandbox server"))
-                }
-                _ => anyhow::Ok(()),
-            }
-        };
+        let startup = crate::up::start_servers(&pool, servers, 4);
         tokio::select! {
             started = startup => {
                 if let Err(error) = started {

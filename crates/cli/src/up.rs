@@ -246,6 +246,20 @@ fn scheduler(
     })
 }
 
+/// Prepares the scheduler and starts `count` servers, `at_once` at a time (no start storm).
+pub(crate) async fn start_servers(pool: &Pool, count: usize, at_once: usize) -> anyhow::Result<()> {
+    pool.prepare().await.context("preparing the scheduler")?;
+    let started: Vec<_> = futures_util::stream::iter(0..count)
+        .map(|_| pool.add_server())
+        .buffer_unordered(at_once.max(1))
+        .collect()
+        .await;
+    match started.into_iter().find(Result::is_err) {
+        Some(Err(error)) => Err(error).context("starting a sandbox server"),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitStatus> {
     let file = config::load(args.config.as_deref())?.up;
     let settings = resolve(&args, &file)?;
@@ -262,19 +276,12 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitStatus> {
     // Listening for SIGTERM/SIGINT from here: a stop during the (possibly long) start-up must
     // stop what was started, not leave it behind.
     let mut signal = Box::pin(crate::serve::shutdown_signal());
-    let startup = async {
-        pool.prepare().await.context("preparing the scheduler")?;
-        // The first `min` servers, a few at a time (no start storm), before the pool listens.
-        let started: Vec<_> = futures_util::stream::iter(0..settings.autoscale.min)
-            .map(|_| pool.add_server())
-            .buffer_unordered(settings.autoscale.max_starting)
-            .collect()
-            .await;
-        match started.into_iter().find(Result::is_err) {
-            Some(Err(error)) => Err(error).context("starting a sandbox server"),
-            _ => Ok(()),
-        }
-    };
+    // The first `min` servers before the pool listens.
+    let startup = start_servers(
+        &pool,
+        settings.autoscale.min,
+        settings.autoscale.max_starting,
+    );
     tokio::select! {
         started = startup => {
             if let Err(error) = started {

@@ -105,6 +105,9 @@ struct Request<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
     n: u32,
+    /// `extra_body` without the loop's own keys (removed once, in `ModelClient::new`).
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, Value>,
 }
 
 /// Retryable or not, and what to say.
@@ -119,7 +122,17 @@ enum Failure {
 
 impl ModelClient {
     /// A client; fails on a URL that is not http(s).
-    pub fn new(settings: ModelSettings) -> Result<Self> {
+    pub fn new(mut settings: ModelSettings) -> Result<Self> {
+        // The loop's own fields win: extra_body adds fields, it does not replace these.
+        for owned in ["model", "messages", "tools", "n"] {
+            settings.extra_body.remove(owned);
+        }
+        if settings.temperature.is_some() {
+            settings.extra_body.remove("temperature");
+        }
+        if settings.max_tokens.is_some() {
+            settings.extra_body.remove("max_tokens");
+        }
         let base = settings.url.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::InvalidSetting(format!(
@@ -230,6 +243,7 @@ impl ModelClient {
         }
     }
 
+    /// The request body, serialised once per turn straight from the conversation.
     fn body(&self, messages: &[Message], tools: Option<&Value>) -> Result<bytes::Bytes> {
         let settings = &self.settings;
         let request = Request {
@@ -239,16 +253,9 @@ impl ModelClient {
             temperature: settings.temperature,
             max_tokens: settings.max_tokens,
             n: 1,
+            extra: &settings.extra_body,
         };
-        let mut value = serde_json::to_value(&request)
-            .map_err(|error| Error::InvalidSetting(format!("request: {error}")))?;
-        if let Value::Object(object) = &mut value {
-            for (key, extra) in &settings.extra_body {
-                // The loop's own fields win: extra_body adds, it does not replace.
-                object.entry(key.clone()).or_insert_with(|| extra.clone());
-            }
-        }
-        serde_json::to_vec(&value)
+        serde_json::to_vec(&request)
             .map(bytes::Bytes::from)
             .map_err(|error| Error::InvalidSetting(format!("request: {error}")))
     }
