@@ -246,6 +246,39 @@ impl Registry {
     }
 
     /// A live lease, or `UnknownLease` (also for one that expired and awaits the reaper).
+    /// Starts the leased slot's session (its sandbox) in the background, so it is ready by the
+    /// lease's first command: an agent's client usually asks its model before its first
+    /// command, and a sandbox start (tens of milliseconds idle, seconds when hundreds start at
+    /// once) then costs the rollout nothing. A command that comes first simply starts it itself
+    /// (it holds the slot's shell lock); a failure here is left for that command to report.
+    pub(crate) fn start_early(self: &Arc<Self>, lease_id: &str) {
+        let Ok(entry) = self.live_lease(lease_id) else {
+            return;
+        };
+        let registry = Arc::clone(self);
+        let lease_id = lease_id.to_owned();
+        tokio::spawn(async move {
+            let slot = Arc::clone(&registry.slots[entry.slot]);
+            let mut shell = slot.shell.lock().await;
+            // Released (maybe re-leased) meanwhile, or already started: leave the slot alone.
+            match registry.live_lease(&lease_id) {
+                Ok(current) if current.slot == entry.slot && shell.is_none() => {}
+                _ => return,
+            }
+            match Session::start(registry.session_config(&slot, entry.network)).await {
+                Ok(session) => {
+                    *shell = Some(SlotShell {
+                        session,
+                        network: entry.network,
+                    });
+                }
+                Err(error) => {
+                    tracing::debug!(lease_id, %error, "early sandbox start failed; the first command retries");
+                }
+            }
+        });
+    }
+
     fn live_lease(&self, lease_id: &str) -> Result<LeaseEntry> {
         let leases = lock(&self.leases);
         match leases.get(lease_id) {

@@ -86,6 +86,7 @@ pub(crate) async fn create_lease(
     let granted = registry
         .acquire(ttl, wait, body.network.unwrap_or(false))
         .await?;
+    registry.start_early(&granted.lease_id);
     Ok((StatusCode::CREATED, Json(lease_of(granted))))
 }
 

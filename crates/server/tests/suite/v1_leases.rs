@@ -294,3 +294,57 @@ async fn metrics_count_commands_leases_and_slots() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_leased_slot_starts_its_sandbox_before_the_first_command() {
+    let Some(s) = server(1).await else { return };
+    let workspace = s.workspace("slot_0");
+    let needle = workspace.to_string_lossy().into_owned();
+    assert!(!process_alive(&needle), "no sandbox before a lease");
+    let (lease, _) = s.lease().await;
+    // No command sent: the sandbox (bwrap, bound to this workspace) comes up on its own.
+    eventually("the leased slot's sandbox to start", async || {
+        process_alive(&needle)
+    })
+    .await;
+    // And it is the one the lease's commands run in: state set now is seen next.
+    let reply = s
+        .post(
+            &format!("/v1/leases/{lease}/exec"),
+            json!({"command": "export EARLY=1; echo $$ > /tmp/pid"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = s
+        .post(
+            &format!("/v1/leases/{lease}/exec"),
+            json!({"command": "echo $EARLY"}),
+        )
+        .await;
+    assert_eq!(reply.json["output"], "1\n");
+    let reply = s.send("DELETE", &format!("/v1/leases/{lease}"), "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    eventually("the released slot's sandbox to stop", async || {
+        !process_alive(&needle)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lease_released_at_once_leaves_no_sandbox_behind() {
+    let Some(s) = server(1).await else { return };
+    let needle = s.workspace("slot_0").to_string_lossy().into_owned();
+    for _ in 0..5 {
+        let (lease, _) = s.lease().await;
+        let reply = s.send("DELETE", &format!("/v1/leases/{lease}"), "").await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    // Whatever the early starts were doing when their leases ended, none outlives them (an
+    // early start that gets the slot after its lease ended sees that and starts nothing).
+    eventually("no sandbox on the free slot", async || {
+        !process_alive(&needle)
+    })
+    .await;
+    let health = s.send("GET", "/v1/health", "").await;
+    assert_eq!(health.json["free"], 1);
+}
