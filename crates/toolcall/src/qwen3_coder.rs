@@ -148,12 +148,7 @@ impl Parser for Qwen3Coder {
         }
         let mut blocks: Vec<&str> = TOOL_CALL_BLOCK
             .captures_iter(text)
-            .map(|caps| {
-                caps.get(1)
-                    .filter(|m| !m.as_str().is_empty())
-                    .or_else(|| caps.get(2))
-                    .map_or("", |m| m.as_str())
-            })
+            .map(|caps| closed_or_open(&caps))
             .collect();
         if blocks.is_empty() {
             blocks.push(text);
@@ -161,12 +156,7 @@ impl Parser for Qwen3Coder {
         let functions: Vec<&str> = blocks
             .iter()
             .flat_map(|block| FUNCTION_BLOCK.captures_iter(block))
-            .map(|caps| {
-                caps.get(1)
-                    .filter(|m| !m.as_str().is_empty())
-                    .or_else(|| caps.get(2))
-                    .map_or("", |m| m.as_str())
-            })
+            .map(|caps| closed_or_open(&caps))
             .collect();
         let mut out = Collector::new(mode);
         for function in functions {
@@ -186,4 +176,14 @@ impl Parser for Qwen3Coder {
             Some(content_before(text, first).unwrap_or_default())
         })
     }
+}
+
+/// The body of a `closed|open` alternation: group 1 (the closed form) when it matched
+/// something, else group 2 (an unterminated block running to the end), as the reference's
+/// `match[0] if match[0] else match[1]`.
+fn closed_or_open<'t>(caps: &regex::Captures<'t>) -> &'t str {
+    caps.get(1)
+        .filter(|m| !m.as_str().is_empty())
+        .or_else(|| caps.get(2))
+        .map_or("", |m| m.as_str())
 }
