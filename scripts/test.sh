@@ -23,8 +23,17 @@ elif [ "${CI:-}" = "true" ] || [ "${SLOTBOX_REQUIRE_REAL_PARTS:-}" = "1" ]; then
 else
   echo "test.sh: no Docker Engine; the docker tests will skip" >&2
 fi
+# The tests start login shells (the local backend reads the profile, as hermes-agent does) by
+# the hundred, and kill some of them mid-start. They get a home of their own, not the account's:
+# the machine's dotfiles may do anything at every login (on the CI machine root's runs
+# `pyenv rehash`, whose lock file, once a killed shell leaves it behind, stalls every later login
+# for 60 s). cargo and rustup keep finding their own homes.
+export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
+test_home="$PWD/target/test-home"
+rm -rf "$test_home"
+mkdir -p "$test_home"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --profile ci
+  HOME="$test_home" cargo nextest run --workspace --locked --profile ci
 else
-  cargo test --workspace --locked
+  HOME="$test_home" cargo test --workspace --locked
 fi

@@ -1,5 +1,11 @@
 //! A real OpenSSH server on loopback for the ssh backend's tests: its own host key, one client
 //! key, and a known-hosts file, so the client checks the host key as in production.
+//!
+//! Logins get a home of the test's own (`SetEnv HOME`), not the account's: the machine's
+//! dotfiles may do anything at every login (on the CI machine root's `~/.bashrc` runs
+//! `pyenv rehash`, whose lock file, once left behind by a killed shell, stalls every later
+//! login for 60 s). That home's `.bashrc` writes noise to stderr, as such start-ups do, so every
+//! ssh test also checks that the start-up's output never reaches a command's output.
 
 use std::path::PathBuf;
 use std::process::Child;
@@ -62,6 +68,10 @@ impl TestSshd {
         let authorized = dir.path().join("authorized_keys");
         std::fs::write(&authorized, read(&identity.with_extension("pub"))?)
             .map_err(|error| error.to_string())?;
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).map_err(|error| error.to_string())?;
+        std::fs::write(home.join(".bashrc"), "echo 'bashrc: start-up noise' >&2\n")
+            .map_err(|error| error.to_string())?;
         // sshd's privilege separation directory.
         let _ = std::fs::create_dir_all("/run/sshd");
         let user = std::env::var("USER")
@@ -81,9 +91,10 @@ impl TestSshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile none\n\
-                 LogLevel ERROR\nMaxSessions 1000\nMaxStartups 1000\n",
+                 LogLevel ERROR\nMaxSessions 1000\nMaxStartups 1000\nSetEnv HOME={}\n",
                 host_key.display(),
-                authorized.display()
+                authorized.display(),
+                home.display()
             ),
         )
         .map_err(|error| error.to_string())?;

@@ -355,7 +355,13 @@ impl Connection {
                 .output(),
         )
         .await
-        .map_err(|_| unavailable("the remote host did not answer within 30 s".to_owned()))?
+        .map_err(|_| {
+            unavailable(
+                "a control command on the remote host did not finish within 30 s (a stuck host, \
+                 or a remote shell start-up such as ~/.bashrc that blocks)"
+                    .to_owned(),
+            )
+        })?
         .map_err(|error| unavailable(format!("running ssh: {error}")))?;
         if !output.status.success() {
             return Err(unavailable(format!(
