@@ -64,6 +64,11 @@ pub(crate) struct ServeArgs {
     /// [default: slotbox-sandbox:latest].
     #[arg(long, env = env_vars::SLOTBOX_DOCKER_IMAGE)]
     image: Option<String>,
+    /// Stop as on SIGTERM when standard input reaches its end. A parent that starts the server
+    /// with a pipe on stdin and holds the other end takes the server down with it however it
+    /// dies, SIGKILL included (the kernel closes the pipe); `slotbox up` does this.
+    #[arg(long)]
+    stop_when_stdin_closes: bool,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitStatus> {
@@ -120,9 +125,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitStatus> {
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
     let address = listener.local_addr().context("reading the bound address")?;
     let state = slotbox_server::AppState::new(config).context("preparing the slots")?;
+    let stdin_closed = if args.stop_when_stdin_closes {
+        Some(stdin_closed()?)
+    } else {
+        None
+    };
     tracing::info!(%address, data_dir = %data_dir.display(), "slotbox serve ready");
     print_ready(&address);
-    slotbox_server::serve(listener, state, shutdown_signal())
+    slotbox_server::serve(listener, state, shutdown_or_orphaned(stdin_closed))
         .await
         .context("serving")?;
     Ok(ExitStatus::Command(0))
@@ -206,6 +216,53 @@ async fn resolve_isolation(
         Err(error) => Err(anyhow::Error::new(error).context(
             "slot isolation is unavailable; fix that, or run without isolation explicitly with --isolation none",
         )),
+    }
+}
+
+/// Resolves when standard input reaches its end (or cannot be read: the parent it stands for is
+/// as good as gone).
+fn stdin_closed() -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    use std::io::Read;
+    let (closed, receiver) = tokio::sync::oneshot::channel();
+    // A thread of its own, not the runtime's blocking pool: the runtime waits for its blocking
+    // tasks when it shuts down, and this read ends only when the parent goes.
+    std::thread::Builder::new()
+        .name("stdin-watch".to_owned())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buffer = [0_u8; 256];
+            loop {
+                match stdin.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "reading standard input");
+                        break;
+                    }
+                }
+            }
+            let _ = closed.send(());
+        })
+        .context("starting the thread that watches standard input")?;
+    Ok(receiver)
+}
+
+/// Resolves on a stop signal, or when `stdin_closed` (if watched) says the parent is gone.
+async fn shutdown_or_orphaned(stdin_closed: Option<tokio::sync::oneshot::Receiver<()>>) {
+    let orphaned = async {
+        match stdin_closed {
+            Some(closed) => {
+                // A dropped sender (the thread died) means the same: nobody holds us any more.
+                let _ = closed.await;
+                tracing::warn!("standard input closed (the parent is gone): stopping");
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = orphaned => {}
     }
 }
 

@@ -1,6 +1,9 @@
 //! The local scheduler: sandbox servers as `slotbox serve` child processes of the pool, on this
-//! host. The embedded default: no Docker, no Nomad. Children die with the pool (`kill_on_drop`,
-//! and the pool's shutdown stops them with SIGTERM so they kill their slots' commands).
+//! host. The embedded default: no Docker, no Nomad. Children die with the pool: the pool's
+//! shutdown stops them with SIGTERM so they kill their slots' commands, and when the pool dies
+//! without one (SIGKILL, a crash) the pipe it holds on each child's stdin closes, which the child
+//! (`--stop-when-stdin-closes`) takes as the same stop. `kill_on_drop` covers a pool dropped
+//! without shutting down.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -81,10 +84,13 @@ impl LocalScheduler {
             .arg("--data-dir")
             .arg(self.data_root.path().join(&id))
             .args(&self.config.serve_args)
+            .arg("--stop-when-stdin-closes")
             // In the environment, not the command line (`ps` shows command lines); this also
             // replaces the pool's own token, which is for the pool's clients.
             .env("SLOTBOX_TOKEN", &token)
-            .stdin(Stdio::null())
+            // The lifeline: never written to; `Child` keeps the write end (close-on-exec, so no
+            // other child holds it) until the server is stopped or the pool dies.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

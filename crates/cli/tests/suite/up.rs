@@ -1,5 +1,8 @@
-//! `slotbox up` as a process: stopping it under load leaves no process and no container.
+//! `slotbox up` as a process: stopping it under load leaves no process and no container, and
+//! killing it leaves no server or command of its own.
 
+use std::io::Read;
+use std::io::Write;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -112,6 +115,92 @@ fn stopping_a_local_pool_under_load_leaves_no_process() {
         return;
     }
     stop_under_load(&[]);
+}
+
+/// Whether process `pid` runs (a zombie does not: once its parent is gone, reaping it is up to
+/// whoever adopted it).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// A pool killed with SIGKILL cannot stop its servers. They stop themselves: the pool holds a pipe
+/// on each server's standard input, the kernel closes it when the pool dies, and a server that
+/// sees its end stops as on SIGTERM, killing its slots' commands, background jobs included.
+/// Without that, the servers and their background jobs would run on, unowned (a command in
+/// flight dies anyway: its call's connection closes).
+#[test]
+fn a_killed_local_pool_takes_its_servers_and_their_commands_along() {
+    if !backends().contains(&"bwrap") {
+        return;
+    }
+    let tag = format!("slotbox-up-kill-{}", uuid_like());
+    let (mut pool, address) = listening(
+        &["up", "--port", "0", "--min", "2", "--slots-per-server", "1"],
+        &[],
+    );
+    let servers = children_of(pool.id());
+    assert_eq!(
+        servers.len(),
+        2,
+        "expected two server processes: {servers:?}"
+    );
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let address = address.clone();
+            let tag = tag.clone();
+            std::thread::spawn(move || {
+                let lease_id = lease(&address);
+                // A background job, which no call holds on to…
+                let (status, answer) = http(
+                    &address,
+                    "POST",
+                    &format!("/v1/leases/{lease_id}/exec"),
+                    &format!(
+                        r#"{{"command": "(exec -a {tag}-background sleep 120) >/dev/null 2>&1 &"}}"#
+                    ),
+                );
+                assert_eq!(status, 200, "{answer}");
+                // …and a call in flight. The pool dies mid-call: the answer is a closed connection, so only that
+                // the client comes back matters.
+                let body = format!(r#"{{"command": "exec -a {tag} sleep 120", "timeout_s": 300}}"#);
+                let mut stream = std::net::TcpStream::connect(&address).unwrap();
+                write!(
+                    stream,
+                    "POST /v1/leases/{lease_id}/exec HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+                let _ = stream.read_to_end(&mut Vec::new());
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count_processes(&tag) < 4 {
+        assert!(Instant::now() < deadline, "the four commands never all ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pool.kill().unwrap();
+    pool.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while servers.iter().any(|&pid| running(pid)) || process_alive(&tag) {
+        assert!(
+            Instant::now() < deadline,
+            "30 s after the pool's death: servers running {:?}, commands left {}",
+            servers
+                .iter()
+                .filter(|&&pid| running(pid))
+                .collect::<Vec<_>>(),
+            count_processes(&tag)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for client in clients {
+        client.join().unwrap();
+    }
 }
 
 #[test]
