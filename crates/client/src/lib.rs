@@ -121,6 +121,17 @@ impl Error {
             Error::Transport { .. } | Error::Protocol { .. } => None,
         }
     }
+
+    /// Whether asking again later may succeed: the server could not be reached or failed
+    /// (5xx, e.g. a pool restarting or a proxy without its upstream), as opposed to an answer
+    /// about the request itself (bad body, wrong token, unknown lease).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Api { status, .. } => *status >= 500,
+            Error::Protocol { .. } => false,
+        }
+    }
 }
 
 /// Results of client calls.

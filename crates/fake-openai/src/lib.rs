@@ -69,6 +69,9 @@ pub enum Reply {
     },
     /// Close the connection without answering.
     Drop,
+    /// Never answer: hold the request until the client gives up (a server stuck mid-generation),
+    /// which tests the client's per-request timeout.
+    Stall,
 }
 
 impl Reply {
@@ -374,6 +377,8 @@ async fn handle(
     state.held_ns.fetch_add(held_ns, Ordering::Relaxed);
     match reply {
         Reply::Drop => Err(DropConnection),
+        // The connection's task drops this future when the client goes away.
+        Reply::Stall => std::future::pending().await,
         Reply::Status {
             status,
             body,
@@ -471,8 +476,9 @@ fn check(config: &FakeConfig, body: &Value, violations: &mut Vec<String>) {
     if !matches!(messages[0]["role"].as_str(), Some("system" | "user")) {
         violations.push(format!("first message is {}", messages[0]["role"]));
     }
-    // Calls awaiting answers, in order.
+    // Calls awaiting answers, in order; every call id of the conversation so far.
     let mut open: Vec<String> = Vec::new();
+    let mut all_ids: Vec<String> = Vec::new();
     let mut bytes = 0usize;
     for (index, message) in messages.iter().enumerate() {
         let role = message["role"].as_str().unwrap_or_default();
@@ -511,6 +517,16 @@ fn check(config: &FakeConfig, body: &Value, violations: &mut Vec<String>) {
                 }
                 if role == "assistant" {
                     open = check_calls(index, message, violations);
+                    // `all_ids` holds earlier messages' ids only (a repeat within this message
+                    // is check_calls' to report).
+                    for id in &open {
+                        if all_ids.contains(id) {
+                            violations.push(format!(
+                                "message {index}: call id {id:?} was used by an earlier message"
+                            ));
+                        }
+                    }
+                    all_ids.extend(open.iter().cloned());
                 }
             }
             other => violations.push(format!("message {index} has role {other:?}")),

@@ -132,6 +132,9 @@ pub struct Metrics {
     pub parse_dropped: u64,
     /// Truncated trailing text calls repaired (lenient parsing).
     pub parse_recovered_truncated: u64,
+    /// String arguments kept single-encoded where the reference parser double-encodes them
+    /// (lenient parsing).
+    pub parse_single_encoded: u64,
     /// Turns whose prompt view had to be cut to fit the context budget.
     pub context_cuts: u64,
     /// Model requests retried (429, 5xx, broken connections).
@@ -210,6 +213,12 @@ pub async fn run_loop<T: Toolbox>(
     };
     let schemas = settings.send_tools.then(|| tools.schemas());
     let fixed = schemas.map_or(0, |schemas| context::estimate_text(&schemas.to_string()));
+    // Every call id so far (a history handed in may hold some): an answer must point at one
+    // call of the whole trajectory, even when a server or parser numbers calls afresh per turn.
+    let mut ids: std::collections::HashSet<String> = messages
+        .iter()
+        .flat_map(|message| message.tool_calls.iter().map(|call| call.id.clone()))
+        .collect();
     for _ in 0..settings.max_turns {
         let turn_started = Instant::now();
         let mut timing = TurnTiming::default();
@@ -260,7 +269,8 @@ pub async fn run_loop<T: Toolbox>(
         outcome.turns += 1;
         record_usage(&mut outcome.metrics, &completion);
         let length = completion.finish_reason.as_deref() == Some("length");
-        let (content, reasoning, calls) = interpret(completion, settings, &mut outcome.metrics);
+        let (content, reasoning, calls) =
+            interpret(completion, settings, &mut outcome.metrics, &mut ids);
         if length {
             // Calls cut off mid-generation are not run; the text is kept whole (markup
             // included) so nothing the model wrote is lost.
@@ -369,14 +379,21 @@ struct Content {
     kept: String,
 }
 
-/// Splits a completion into text, reasoning and calls (ids unique within the turn).
+/// Splits a completion into text, reasoning and calls, giving a fresh id to a call whose id is
+/// empty or already in `ids` (which gets the new ones).
 fn interpret(
     completion: Completion,
     settings: &LoopSettings,
     metrics: &mut Metrics,
+    ids: &mut std::collections::HashSet<String>,
 ) -> (Content, Option<String>, Vec<ToolCall>) {
     let (text, think) = split_think(&completion.content);
-    let reasoning = completion.reasoning.or(think);
+    // Both kinds at once (a server's reasoning parser and a `<think>` block it left in the
+    // text): keep both, in the order the model produced them.
+    let reasoning = match (completion.reasoning, think) {
+        (Some(parsed), Some(think)) => Some(format!("{parsed}\n\n{think}")),
+        (parsed, think) => parsed.or(think),
+    };
     let mut calls = completion.tool_calls;
     let mut kept = text.clone();
     let parser = match settings.format {
@@ -391,6 +408,7 @@ fn interpret(
         let parsed = parser.parse(&text, settings.mode);
         metrics.parse_dropped += parsed.diagnostics.dropped as u64;
         metrics.parse_recovered_truncated += parsed.diagnostics.recovered_truncated as u64;
+        metrics.parse_single_encoded += parsed.diagnostics.single_encoded as u64;
         if !parsed.calls.is_empty() {
             kept = parsed.content.unwrap_or_default();
             calls = parsed
@@ -400,10 +418,10 @@ fn interpret(
                 .collect();
         }
     }
-    let mut seen = std::collections::HashSet::new();
     for call in &mut calls {
-        // Servers have been seen to repeat ids within a turn; answers must be unambiguous.
-        while call.id.is_empty() || !seen.insert(call.id.clone()) {
+        // Servers have been seen to repeat ids within a turn, and text parsers number calls
+        // per answer (`call_0`); answers must be unambiguous.
+        while call.id.is_empty() || !ids.insert(call.id.clone()) {
             call.id = new_call_id();
         }
     }
@@ -440,16 +458,17 @@ fn count_unrun<T: Toolbox>(tools: &T, call: &ToolCall, metrics: &mut Metrics) {
     metrics.tool_calls_exec_error += 1;
 }
 
-/// Decodes a call's arguments: an object as is; anything else valid JSON through the reference
-/// normaliser (`"ls"` → `{"command": "ls"}` for terminal, double-encoded objects decoded);
-/// empty text as `{}`. Invalid JSON is the model's to fix.
+/// Decodes a call's arguments. Valid JSON goes through the reference normaliser (§1.10: an
+/// object as is, but terminal's `input` becomes `command`; `"ls"` → `{"command": "ls"}` for
+/// terminal; double-encoded objects decoded), which also says whether they were schema-valid;
+/// empty text is `{}`. Text that is not JSON at all is the model's to fix: it gets the
+/// "Invalid JSON" error (MAIN04's fix #2342), not a guess at a command.
 fn decode_arguments(name: &str, raw: &str) -> Result<(Map<String, Value>, bool), String> {
     if raw.trim().is_empty() {
         return Ok((Map::new(), true));
     }
     match serde_json::from_str::<Value>(raw) {
-        Ok(Value::Object(map)) => Ok((map, true)),
-        Ok(_) => Ok((slotbox_toolcall::normalize_tool_args(name, raw).0, false)),
+        Ok(_) => Ok(slotbox_toolcall::normalize_tool_args(name, raw)),
         // Python's wording (`Expecting value: line 1 column 1 (char 0)`), as the reference
         // tells the model.
         Err(error) => Err(match slotbox_toolcall::python_json_loads(raw) {
@@ -588,6 +607,16 @@ mod tests {
         assert_eq!(args["command"], "ls -la");
         let (args, _) = decode_arguments("terminal", "\"{\\\"command\\\": \\\"pwd\\\"}\"").unwrap();
         assert_eq!(args["command"], "pwd");
+        // An object through the normaliser too: terminal's `input` is its command.
+        let (args, direct) = decode_arguments("terminal", "{\"input\": \"ls\"}").unwrap();
+        assert!(!direct);
+        assert_eq!(args["command"], "ls");
+        assert!(args.get("input").is_none());
+        let (args, direct) = decode_arguments("read_file", "{\"input\": \"x\"}").unwrap();
+        assert!(direct);
+        assert_eq!(args["input"], "x");
+        // Not JSON at all: an error for the model, not a guessed command.
+        assert!(decode_arguments("terminal", "ls -la").is_err());
         assert_eq!(
             decode_arguments("terminal", "{\"command\": \"ls").unwrap_err(),
             "Unterminated string starting at: line 1 column 13 (char 12)"

@@ -5,8 +5,12 @@
 //! made safe): phase 1 shortens long tool results in the middle to head + marker + tail; phase 2
 //! drops the oldest middle exchanges whole (an assistant message with its tool answers, so no
 //! answer is ever sent without its call). The head (system messages and the first user message)
-//! and the last exchanges are kept. If even that does not fit, the turn is not sent: the
-//! trajectory ends with `context` rather than a prompt the server would refuse or silently cut.
+//! and the last exchanges are kept. Phase 3 (ours: the reference sent such prompts over budget)
+//! shortens the kept tail's tool results, largest first, just enough to fit, keeping 40 % of
+//! each from its start and 60 % from its end (as hermes' terminal caps output) and saying how
+//! much was left out, so one large command output does not end the rollout. If even that does
+//! not fit, the turn is not sent: the trajectory ends with `context` rather than a prompt the
+//! server would refuse or silently cut.
 //!
 //! Tokens are estimated without a tokenizer (the engine serves any model): bytes / 4 per text
 //! field + 10 per message + 50 per tool call, plus the tool schemas when they are sent (the
@@ -85,11 +89,69 @@ pub fn fit(messages: &[Message], fixed: u64, budget: u64) -> View {
         cut = end;
     }
     view.drain(head..cut);
+    if total > budget {
+        total = shorten_tail(&mut view, fixed, budget);
+    }
     if total <= budget {
         View::Cut(view)
     } else {
         View::TooLarge(total)
     }
+}
+
+/// Phase 3: shortens tool results (after phase 2 only the tail's are long), largest first, each
+/// by just what is still over `budget`, down to `KEEP_HEAD + KEEP_TAIL` characters. Returns the
+/// new estimate.
+fn shorten_tail(view: &mut [Message], fixed: u64, budget: u64) -> u64 {
+    let mut total = estimate(view, fixed);
+    let mut order: Vec<usize> = (0..view.len())
+        .filter(|&index| {
+            view[index].role == Role::Tool && view[index].content.len() > LONG_TOOL_RESULT
+        })
+        .collect();
+    order.sort_by_key(|&index| std::cmp::Reverse(view[index].content.len()));
+    for index in order {
+        if total <= budget {
+            break;
+        }
+        let before = estimate_message(&view[index]);
+        // Bytes to remove, with room for the marker and the estimate's rounding.
+        let excess = usize::try_from(total - budget).unwrap_or(usize::MAX);
+        let remove = excess.saturating_mul(4).saturating_add(TAIL_MARKER_ROOM);
+        let keep = view[index]
+            .content
+            .len()
+            .saturating_sub(remove)
+            .max(KEEP_HEAD + KEEP_TAIL);
+        view[index].content = shorten_to(&view[index].content, keep);
+        total = total - before + estimate_message(&view[index]);
+    }
+    total
+}
+
+/// Bytes reserved for phase 3's marker when working out how much to keep.
+const TAIL_MARKER_ROOM: usize = 96;
+
+/// Keeps about `keep` bytes of `content`: 40 % from its start, 60 % from its end (on character
+/// boundaries), with a marker saying how many bytes were left out.
+fn shorten_to(content: &str, keep: usize) -> String {
+    if content.len() <= keep {
+        return content.to_owned();
+    }
+    let mut head_end = keep * 2 / 5;
+    while !content.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
+    let mut tail_start = content.len() - (keep - keep * 2 / 5);
+    while !content.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    let omitted = tail_start - head_end;
+    format!(
+        "{}\n...[truncated: {omitted} bytes left out to fit the context budget]...\n{}",
+        &content[..head_end],
+        &content[tail_start..]
+    )
 }
 
 /// The leading system messages and the first user message.
@@ -265,6 +327,46 @@ mod tests {
             }
         }
         assert!(cuts > 0);
+    }
+
+    #[test]
+    fn phase_three_shortens_a_large_last_result_just_enough() {
+        // One command whose output alone is over the budget, after a small exchange.
+        let mut messages = conversation(1);
+        messages[3].content = "a".repeat(200);
+        messages.push(Message::assistant(
+            "",
+            None,
+            vec![ToolCall::function("big", "terminal", "{}")],
+        ));
+        let output = format!("{}{}", "h".repeat(20_000), "t".repeat(20_000));
+        messages.push(Message::tool("big", output));
+        for budget in [600, 2000, 8000] {
+            let View::Cut(view) = fit(&messages, 0, budget) else {
+                panic!("budget {budget}: expected a cut")
+            };
+            assert_well_formed(&view);
+            let estimate = estimate(&view, 0);
+            assert!(estimate <= budget, "{estimate} > {budget}");
+            // Just enough: within the marker's room of the budget, not cut to a stub.
+            assert!(estimate + 40 >= budget, "{estimate} for {budget}");
+            let last = &view.last().unwrap().content;
+            assert!(last.starts_with('h') && last.ends_with('t'), "{last}");
+            assert!(last.contains("bytes left out to fit the context budget"));
+        }
+        // The trajectory is untouched, and a budget below the head and calls still refuses.
+        assert_eq!(messages.last().unwrap().content.len(), 40_000);
+        assert!(matches!(fit(&messages, 0, 100), View::TooLarge(_)));
+    }
+
+    #[test]
+    fn phase_three_cuts_multibyte_text_on_character_boundaries() {
+        let text = "é".repeat(5000);
+        for keep in [150, 151, 152, 1000, 1001] {
+            let short = shorten_to(&text, keep);
+            assert!(short.len() < text.len());
+            assert!(short.starts_with('é') && short.ends_with('é'));
+        }
     }
 
     #[test]

@@ -219,11 +219,19 @@ const LEASE_REQUEST_WAIT: Duration = Duration::from_secs(600);
 const MAX_TTL: Duration = Duration::from_secs(6 * 24 * 3600);
 /// The pause before asking again after a lease refused early.
 const LEASE_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long the pool may stay unreachable or failing (transport errors, 5xx) before a rollout
+/// gives up leasing: long enough for a pool or proxy restart, short enough that a pool that is
+/// gone does not hold the run for ever.
+const LEASE_OUTAGE_LIMIT: Duration = Duration::from_secs(60);
+/// The first pause after a failed lease request; it doubles up to `LEASE_BACKOFF_MAX`.
+const LEASE_BACKOFF: Duration = Duration::from_millis(250);
+const LEASE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a lease answer in flight at cancellation is awaited, to release it.
 const LEASE_SETTLE: Duration = Duration::from_secs(2);
 
 /// Leases a slot, waiting (in requests of at most `LEASE_REQUEST_WAIT`) up to `limit`, or as
-/// long as it takes. `Ok(None)` when cancelled.
+/// long as it takes; asks again with backoff while the pool is unreachable or failing, for up
+/// to `LEASE_OUTAGE_LIMIT`. `Ok(None)` when cancelled.
 async fn acquire(
     client: &Client,
     ttl: Duration,
@@ -231,6 +239,9 @@ async fn acquire(
     cancel: &CancellationToken,
 ) -> Result<Option<slotbox_protocol::v1::Lease>, String> {
     let started = Instant::now();
+    // When the current run of failed requests began, and the pause before the next one.
+    let mut outage: Option<Instant> = None;
+    let mut backoff = LEASE_BACKOFF;
     loop {
         let wait = limit.map_or(LEASE_REQUEST_WAIT, |limit| {
             limit
@@ -258,6 +269,8 @@ async fn acquire(
         match result {
             Ok(lease) => return Ok(Some(lease)),
             Err(error) if error.code() == Some(&slotbox_client::ErrorCode::NoSlot) => {
+                outage = None;
+                backoff = LEASE_BACKOFF;
                 if let Some(limit) = limit
                     && started.elapsed() >= limit
                 {
@@ -271,6 +284,25 @@ async fn acquire(
                         () = cancel.cancelled() => return Ok(None),
                     }
                 }
+            }
+            Err(error) if error.is_transient() => {
+                let since = *outage.get_or_insert(asked);
+                if since.elapsed() >= LEASE_OUTAGE_LIMIT {
+                    return Err(format!(
+                        "the pool failed every lease request for {LEASE_OUTAGE_LIMIT:?}: {error}"
+                    ));
+                }
+                if let Some(limit) = limit
+                    && started.elapsed() >= limit
+                {
+                    return Err(format!("no slot within {limit:?}: {error}"));
+                }
+                tracing::debug!(%error, ?backoff, "lease request failed; asking again");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = cancel.cancelled() => return Ok(None),
+                }
+                backoff = (backoff * 2).min(LEASE_BACKOFF_MAX);
             }
             Err(error) => return Err(error.to_string()),
         }
@@ -428,7 +460,9 @@ async fn work(
                 });
             }
             Err(error) => {
-                trajectory.reward = Some(0.0);
+                // No judgement: the verifier never ran to its end (the slot or the pool
+                // failed), and a 0.0 would count an infrastructure fault as the model's.
+                trajectory.reward = None;
                 let note = format!("verify: {error}");
                 trajectory.error = Some(match trajectory.error.take() {
                     Some(earlier) => format!("{earlier}; {note}"),

@@ -12,11 +12,14 @@ use crate::rollout::Trajectory;
 /// What the summary keeps of one trajectory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
+    task_id: String,
     reward: Option<f64>,
     termination: Termination,
     turns: u32,
     calls: u64,
     errors: u64,
+    /// Calls lenient parsing kept, repaired or re-encoded where strict parsing would not have.
+    lenient_repairs: u64,
     completion_tokens: u64,
     turn_ms: Vec<f64>,
     overhead_ms: Vec<f64>,
@@ -30,11 +33,15 @@ impl Record {
         let metrics = &trajectory.metrics;
         let turns = &trajectory.timings.turns;
         Self {
+            task_id: trajectory.task_id.clone(),
             reward: trajectory.reward,
             termination: trajectory.termination,
             turns: trajectory.turns,
             calls: metrics.tool_calls_attempted + metrics.unknown_tool,
             errors: metrics.tool_calls_exec_error,
+            lenient_repairs: metrics.parse_dropped
+                + metrics.parse_recovered_truncated
+                + metrics.parse_single_encoded,
             completion_tokens: metrics.completion_tokens,
             turn_ms: turns.iter().map(|t| t.wall_ms).collect(),
             overhead_ms: turns.iter().map(|t| t.overhead_ms()).collect(),
@@ -71,6 +78,8 @@ fn latency(mut samples: Vec<f64>) -> Latency {
 /// A run's summary.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
+    /// Distinct tasks among the trajectories (fewer than trajectories with `--samples`).
+    pub tasks: usize,
     /// Trajectories written.
     pub trajectories: usize,
     /// Rollouts not finished (cancelled).
@@ -91,6 +100,9 @@ pub struct Summary {
     pub tool_errors: u64,
     /// `tool_errors / tool_calls`.
     pub tool_error_rate: f64,
+    /// Text tool calls where lenient parsing differed from the reference (dropped malformed
+    /// calls, repaired truncated ones, single-encoded strings).
+    pub lenient_repairs: u64,
     /// Model turns.
     pub turns: u64,
     /// Whole-turn latency.
@@ -130,7 +142,10 @@ impl Summary {
                 .flat_map(|r| pick(r).iter().copied())
                 .collect()
         };
+        let tasks: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.task_id.as_str()).collect();
         Self {
+            tasks: tasks.len(),
             trajectories: records.len(),
             unfinished,
             rewarded: rewards.len(),
@@ -141,6 +156,7 @@ impl Summary {
             tool_calls,
             tool_errors,
             tool_error_rate: ratio(tool_errors as f64, tool_calls as f64),
+            lenient_repairs: records.iter().map(|r| r.lenient_repairs).sum(),
             turns: records.iter().map(|r| u64::from(r.turns)).sum(),
             turn_latency: latency(flat(|r| &r.turn_ms)),
             model_latency: latency(flat(|r| &r.model_ms)),
@@ -161,6 +177,7 @@ impl Summary {
         let mut row = |name: &str, value: String| {
             let _ = writeln!(out, "  {name:<22} {value}");
         };
+        row("tasks", self.tasks.to_string());
         row(
             "trajectories",
             format!("{} ({} unfinished)", self.trajectories, self.unfinished),
@@ -191,6 +208,12 @@ impl Summary {
                 self.tool_error_rate * 100.0
             ),
         );
+        if self.lenient_repairs > 0 {
+            row(
+                "lenient parsing",
+                format!("{} calls differ from strict parsing", self.lenient_repairs),
+            );
+        }
         let show = |latency: Latency| {
             format!("p50 {:.1} ms, p99 {:.1} ms", latency.p50_ms, latency.p99_ms)
         };
@@ -230,11 +253,14 @@ mod tests {
 
     fn record(reward: Option<f64>, termination: Termination, turns: &[f64]) -> Record {
         Record {
+            // Records with as many turns count as samples of one task.
+            task_id: format!("task-{}", turns.len()),
             reward,
             termination,
             turns: turns.len() as u32,
             calls: 4,
             errors: 1,
+            lenient_repairs: 1,
             completion_tokens: 10,
             turn_ms: turns.to_vec(),
             overhead_ms: turns.iter().map(|t| t / 10.0).collect(),
@@ -253,6 +279,8 @@ mod tests {
         ];
         let summary = Summary::new(&records, 2, Duration::from_secs(36));
         assert_eq!(summary.trajectories, 4);
+        assert_eq!(summary.tasks, 3);
+        assert_eq!(summary.lenient_repairs, 4);
         assert_eq!(summary.rewarded, 3);
         assert_eq!(summary.passed, 1);
         assert!((summary.pass_rate - 1.0 / 3.0).abs() < 1e-9);
@@ -266,6 +294,8 @@ mod tests {
         assert!((summary.rollouts_per_hour - 400.0).abs() < 1e-9);
         let table = summary.table();
         assert!(table.contains("33.3 % (1 of 3 rewarded)"), "{table}");
+        assert!(table.contains("tasks                  3\n"), "{table}");
+        assert!(table.contains("4 calls differ from strict"), "{table}");
         assert!(
             table.contains("api_error 1, max_turns 1, stop 2"),
             "{table}"

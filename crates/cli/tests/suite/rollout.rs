@@ -116,6 +116,92 @@ fn a_tasks_file_runs_end_to_end_in_real_slots() {
     assert!(dir.path().join("out.atropos.jsonl").exists());
 }
 
+/// A model served without tool-call support: calls arrive as hermes text, the tools are
+/// described in the system prompt instead of `tools`, and each task runs as a group of samples.
+#[test]
+fn a_text_parser_run_with_samples_parses_calls_from_the_text() {
+    if !backends().contains(&"bwrap") {
+        return;
+    }
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    let (_runtime, fake) = fake_model(move |request| {
+        seen.lock().unwrap().push(request.body.clone());
+        match request.turn {
+            0 => Reply::text(
+                "Let me look.\n<tool_call>\n{\"name\": \"terminal\", \"arguments\": {\"command\": \"echo from-text-call\"}}\n</tool_call>",
+            ),
+            _ => Reply::text("done"),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tasks.jsonl"),
+        r#"{"id": "text", "prompt": "say it", "verify": "true"}"#,
+    )
+    .unwrap();
+    let output = rollout_command(
+        dir.path(),
+        &fake,
+        &[
+            "--parser",
+            "hermes",
+            "--samples",
+            "2",
+            "--summary-json",
+            "summary.json",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(fake.violations(), Vec::<String>::new());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("out.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        assert_eq!(line["termination"], "stop", "{line}");
+        assert_eq!(line["reward"], 1.0);
+        let messages = line["messages"].as_array().unwrap();
+        // The trajectory keeps the OpenAI shape: a parsed call, answered by a tool message.
+        let call = messages
+            .iter()
+            .find_map(|message| message["tool_calls"].as_array())
+            .unwrap();
+        assert_eq!(call[0]["function"]["name"], "terminal");
+        let answer = messages
+            .iter()
+            .find(|message| message["role"] == "tool")
+            .unwrap();
+        assert!(
+            answer["content"]
+                .as_str()
+                .unwrap()
+                .contains("from-text-call"),
+            "{answer}"
+        );
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["tasks"], 1);
+    assert_eq!(summary["trajectories"], 2);
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 4, "two turns per sample");
+    for body in bodies.iter() {
+        assert!(
+            body.get("tools").is_none(),
+            "tools sent to a text-parser model"
+        );
+        let system = body["messages"][0]["content"].as_str().unwrap();
+        assert!(system.contains("<tools>"), "{system}");
+    }
+}
+
 #[test]
 fn ctrl_c_writes_what_finished_and_leaves_no_sandbox_behind() {
     if !backends().contains(&"bwrap") {

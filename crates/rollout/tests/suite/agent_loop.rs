@@ -539,3 +539,183 @@ async fn a_dead_slot_ends_the_rollout_after_every_call_is_answered() {
         (2, 1, 3)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_times_out_and_is_retried() {
+    let Some(slots) = slots(1).await else { return };
+    let script = Script::new().on(
+        "stall once",
+        vec![
+            Reply::Stall,
+            Reply::terminal("c1", "echo after the stall"),
+            Reply::text("done"),
+        ],
+    );
+    let (fake, overruns) = fake(script, FakeConfig::default()).await;
+    let trajectory = rollout(
+        &slots,
+        &model_with_timeout(&fake, Duration::from_millis(300)),
+        &task("t", "stall once"),
+        &settings(native()),
+    )
+    .await;
+    assert_eq!(fake.violations(), Vec::<String>::new());
+    assert!(overruns.lock().unwrap().is_empty());
+    assert_eq!(
+        trajectory.termination,
+        Termination::Stop,
+        "{:?}",
+        trajectory.error
+    );
+    assert_eq!(trajectory.metrics.model_retries, 1);
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[0].body, requests[1].body, "the same request again");
+    assert!(tool_results(&trajectory)[0].contains("after the stall"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollout_deadline_bounds_a_model_that_never_answers() {
+    let Some(slots) = slots(1).await else { return };
+    let script = Script::new().on("stuck", vec![Reply::Stall; 4]);
+    let (fake, _overruns) = fake(script, FakeConfig::default()).await;
+    let mut task = task("t", "stuck");
+    task.timeout_s = Some(1.0);
+    let started = std::time::Instant::now();
+    // Each request may take 30 s: only the rollout's deadline can end this one early.
+    let trajectory = rollout(&slots, &model(&fake), &task, &settings(native())).await;
+    assert_eq!(trajectory.termination, Termination::Timeout);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(trajectory.turns, 0);
+    all_free(&slots, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_s_max_turns_ends_the_rollout_with_every_call_answered() {
+    let Some(slots) = slots(1).await else { return };
+    let script = Script::new().on(
+        "keep going",
+        vec![
+            Reply::terminal("c1", "echo one"),
+            Reply::terminal("c2", "echo two"),
+        ],
+    );
+    let (fake, overruns) = fake(script, FakeConfig::default()).await;
+    let mut task = task("t", "keep going");
+    // Below the settings' 10: the task's own limit wins.
+    task.max_turns = Some(2);
+    let trajectory = rollout(&slots, &model(&fake), &task, &settings(native())).await;
+    assert_eq!(fake.violations(), Vec::<String>::new());
+    assert!(overruns.lock().unwrap().is_empty());
+    assert_eq!(trajectory.termination, Termination::MaxTurns);
+    assert_eq!(trajectory.turns, 2);
+    assert_eq!(fake.requests().len(), 2);
+    assert_eq!(trajectory.messages.last().unwrap().role, Role::Tool);
+    assert_every_call_answered(&trajectory.messages);
+    assert_eq!(tool_results(&trajectory).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_ids_a_server_reuses_across_turns_are_made_unique() {
+    let Some(slots) = slots(1).await else { return };
+    let script = Script::new().on(
+        "same ids",
+        vec![
+            Reply::terminal("call_0", "echo a"),
+            Reply::terminal("call_0", "echo b"),
+            Reply::text("done"),
+        ],
+    );
+    let (fake, overruns) = fake(script, FakeConfig::default()).await;
+    let trajectory = rollout(
+        &slots,
+        &model(&fake),
+        &task("t", "same ids"),
+        &settings(native()),
+    )
+    .await;
+    // The fake checks ids across the whole conversation it is sent.
+    assert_eq!(fake.violations(), Vec::<String>::new());
+    assert!(overruns.lock().unwrap().is_empty());
+    assert_eq!(trajectory.termination, Termination::Stop);
+    let ids: Vec<String> = trajectory
+        .messages
+        .iter()
+        .flat_map(|message| message.tool_calls.iter().map(|call| call.id.clone()))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], "call_0", "a first use keeps its id");
+    assert_ne!(ids[0], ids[1]);
+    assert_every_call_answered(&trajectory.messages);
+}
+
+/// A TCP front for `upstream` that closes its first `refuse` connections at once (a pool that
+/// is restarting, a proxy without its upstream) and relays the rest. Returns its address and
+/// how many connections it closed.
+async fn flaky_front(
+    upstream: std::net::SocketAddr,
+    refuse: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = closed.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            if counter.load(std::sync::atomic::Ordering::SeqCst) < refuse {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(inbound);
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (address, closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leasing_rides_out_a_pool_that_fails_for_a_while() {
+    let Some(slots) = slots(1).await else { return };
+    let (front, closed) = flaky_front(slots.address, 3).await;
+    let client = slotbox_client::Client::new(format!("http://{front}"));
+    let script = Script::new().on(
+        "flaky pool",
+        vec![Reply::terminal("c1", "echo leased"), Reply::text("done")],
+    );
+    let (fake, overruns) = fake(script, FakeConfig::default()).await;
+    let trajectory = slotbox_rollout::rollout::run_rollout(
+        &client,
+        &model(&fake),
+        &task("t", "flaky pool"),
+        0,
+        &settings(native()),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("not cancelled");
+    assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(fake.violations(), Vec::<String>::new());
+    assert!(overruns.lock().unwrap().is_empty());
+    assert_eq!(
+        trajectory.termination,
+        Termination::Stop,
+        "{:?}",
+        trajectory.error
+    );
+    assert!(tool_results(&trajectory)[0].contains("leased"));
+    all_free(&slots, 1).await;
+}

@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 /// a laptop, a failure in CI).
 pub(crate) struct Slots {
     pub(crate) client: Client,
+    /// The server's `host:port`.
+    pub(crate) address: std::net::SocketAddr,
     _data: tempfile::TempDir,
 }
 
@@ -67,6 +69,7 @@ pub(crate) async fn slots(count: usize) -> Option<Slots> {
     ));
     Some(Slots {
         client: Client::new(format!("http://{address}")),
+        address,
         _data: data,
     })
 }
@@ -87,6 +90,11 @@ pub(crate) async fn fake(
 
 /// A model client for the fake, with quick retries.
 pub(crate) fn model(fake: &FakeModel) -> ModelClient {
+    model_with_timeout(fake, Duration::from_secs(30))
+}
+
+/// `model`, with `request_timeout` per request.
+pub(crate) fn model_with_timeout(fake: &FakeModel, request_timeout: Duration) -> ModelClient {
     ModelClient::new(ModelSettings {
         url: fake.url(),
         model: "m".to_owned(),
@@ -94,7 +102,7 @@ pub(crate) fn model(fake: &FakeModel) -> ModelClient {
         temperature: Some(1.0),
         max_tokens: None,
         extra_body: serde_json::Map::new(),
-        request_timeout: Duration::from_secs(30),
+        request_timeout,
         retry: RetryPolicy {
             max_retries: 5,
             initial_backoff: Duration::from_millis(20),
