@@ -295,8 +295,7 @@ impl ModelClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok());
+            .and_then(|value| parse_retry_after(value, std::time::SystemTime::now()));
         let bytes = response
             .bytes()
             .await
@@ -350,6 +349,17 @@ fn transport_detail(error: &reqwest::Error) -> String {
 }
 
 /// vLLM, SGLang, llama.cpp and OpenAI word a too-long prompt differently; all say one of these.
+/// A `Retry-After` value (RFC 9110 §10.2.3): delay seconds, or an HTTP date (the wait until
+/// then, none if it has passed).
+fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).ok();
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 fn mentions_context_length(body: &str) -> bool {
     let lower = body.to_ascii_lowercase();
     [
@@ -491,6 +501,28 @@ pub fn new_call_id() -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        // 1994-11-06T08:49:37Z, the RFC's example date.
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after(" 0.5 ", now),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past: no wait"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+    }
 
     #[test]
     fn reads_native_calls_in_every_shape_servers_send() {
