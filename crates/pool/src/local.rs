@@ -137,6 +137,9 @@ impl LocalScheduler {
     async fn stop(&self, id: &str) -> Result<()> {
         let child = self.children().remove(id);
         if let Some(mut child) = child {
+            // Held until the server is gone: `wait` would close it first, and the server would
+            // take that for its parent's death (and say so) while it handles the SIGTERM.
+            let _lifeline = child.stdin.take();
             if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
                 // SIGTERM: the server kills its slots' commands before it exits.
                 let _ = nix_kill(pid);
