@@ -100,7 +100,7 @@ pub fn fit(messages: &[Message], fixed: u64, budget: u64) -> View {
 }
 
 /// Phase 3: shortens tool results (after phase 2 only the tail's are long), largest first, each
-/// by just what is still over `budget`, down to `KEEP_HEAD + KEEP_TAIL` characters. Returns the
+/// by just what is still over `budget`, down to `KEEP_HEAD + KEEP_TAIL` bytes. Returns the
 /// new estimate.
 fn shorten_tail(view: &mut [Message], fixed: u64, budget: u64) -> u64 {
     let mut total = estimate(view, fixed);

@@ -348,7 +348,6 @@ fn transport_detail(error: &reqwest::Error) -> String {
     detail
 }
 
-/// vLLM, SGLang, llama.cpp and OpenAI word a too-long prompt differently; all say one of these.
 /// A `Retry-After` value (RFC 9110 §10.2.3): delay seconds, or an HTTP date (the wait until
 /// then, none if it has passed).
 fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
@@ -360,6 +359,7 @@ fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// vLLM, SGLang, llama.cpp and OpenAI word a too-long prompt differently; all say one of these.
 fn mentions_context_length(body: &str) -> bool {
     let lower = body.to_ascii_lowercase();
     [

@@ -286,7 +286,9 @@ async fn acquire(
                 }
             }
             Err(error) if error.is_transient() => {
-                let since = *outage.get_or_insert(asked);
+                // From the first failure's answer, not its request: a lease request is a long
+                // poll, and one cut off after a minute is one failure, not a minute of outage.
+                let since = *outage.get_or_insert_with(Instant::now);
                 if since.elapsed() >= LEASE_OUTAGE_LIMIT {
                     return Err(format!(
                         "the pool failed every lease request for {LEASE_OUTAGE_LIMIT:?}: {error}"
