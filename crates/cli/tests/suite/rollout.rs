@@ -56,6 +56,25 @@ fn rollout_command(dir: &std::path::Path, fake: &FakeModel, extra: &[&str]) -> C
     command
 }
 
+/// Checks that a run exited 0 and the fake saw no protocol breach; returns its stdout and the
+/// trajectories it wrote to `out.jsonl`.
+fn succeeded(
+    output: &std::process::Output,
+    fake: &FakeModel,
+    dir: &std::path::Path,
+) -> (String, Vec<serde_json::Value>) {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(fake.violations(), Vec::<String>::new());
+    let lines = std::fs::read_to_string(dir.join("out.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    (stdout, lines)
+}
+
 #[test]
 fn a_tasks_file_runs_end_to_end_in_real_slots() {
     if !backends().contains(&"bwrap") {
@@ -86,17 +105,9 @@ fn a_tasks_file_runs_end_to_end_in_real_slots() {
     )
     .output()
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert_eq!(fake.violations(), Vec::<String>::new());
+    let (stdout, lines) = succeeded(&output, &fake, dir.path());
     assert!(stdout.contains("pass rate"), "{stdout}");
     assert!(stdout.contains("tool_fatal 1"), "{stdout}");
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("out.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
     assert_eq!(lines.len(), 3);
     let by_id = |id: &str| lines.iter().find(|line| line["task_id"] == id).unwrap();
     assert_eq!(by_id("pass")["reward"], 1.0);
@@ -154,15 +165,7 @@ fn a_text_parser_run_with_samples_parses_calls_from_the_text() {
     )
     .output()
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert_eq!(fake.violations(), Vec::<String>::new());
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("out.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let (_, lines) = succeeded(&output, &fake, dir.path());
     assert_eq!(lines.len(), 2);
     for line in &lines {
         assert_eq!(line["termination"], "stop", "{line}");

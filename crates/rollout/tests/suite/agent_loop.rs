@@ -543,25 +543,14 @@ async fn a_dead_slot_ends_the_rollout_after_every_call_is_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_times_out_and_is_retried() {
     let Some(slots) = slots(1).await else { return };
-    let script = Script::new().on(
-        "stall once",
-        vec![
-            Reply::Stall,
-            Reply::terminal("c1", "echo after the stall"),
-            Reply::text("done"),
-        ],
-    );
-    let (fake, overruns) = fake(script, FakeConfig::default()).await;
-    let trajectory = rollout(
-        &slots,
-        // Long enough that no real answer on a loaded machine times out too.
-        &model_with_timeout(&fake, Duration::from_secs(2)),
-        &task("t", "stall once"),
-        &settings(native()),
-    )
-    .await;
-    assert_eq!(fake.violations(), Vec::<String>::new());
-    assert!(overruns.lock().unwrap().is_empty());
+    let replies = vec![
+        Reply::Stall,
+        Reply::terminal("c1", "echo after the stall"),
+        Reply::text("done"),
+    ];
+    // Long enough that no real answer on a loaded machine times out too.
+    let timeout = Duration::from_secs(2);
+    let (trajectory, fake) = scripted(&slots, &task("t", "stall once"), replies, timeout).await;
     assert_eq!(
         trajectory.termination,
         Termination::Stop,
@@ -578,13 +567,12 @@ async fn a_stalled_request_times_out_and_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rollout_deadline_bounds_a_model_that_never_answers() {
     let Some(slots) = slots(1).await else { return };
-    let script = Script::new().on("stuck", vec![Reply::Stall; 4]);
-    let (fake, _overruns) = fake(script, FakeConfig::default()).await;
     let mut task = task("t", "stuck");
     task.timeout_s = Some(1.0);
     let started = std::time::Instant::now();
     // Each request may take 30 s: only the rollout's deadline can end this one early.
-    let trajectory = rollout(&slots, &model(&fake), &task, &settings(native())).await;
+    let timeout = Duration::from_secs(30);
+    let (trajectory, _) = scripted(&slots, &task, vec![Reply::Stall; 4], timeout).await;
     assert_eq!(trajectory.termination, Termination::Timeout);
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -598,20 +586,14 @@ async fn the_rollout_deadline_bounds_a_model_that_never_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_s_max_turns_ends_the_rollout_with_every_call_answered() {
     let Some(slots) = slots(1).await else { return };
-    let script = Script::new().on(
-        "keep going",
-        vec![
-            Reply::terminal("c1", "echo one"),
-            Reply::terminal("c2", "echo two"),
-        ],
-    );
-    let (fake, overruns) = fake(script, FakeConfig::default()).await;
+    let replies = vec![
+        Reply::terminal("c1", "echo one"),
+        Reply::terminal("c2", "echo two"),
+    ];
     let mut task = task("t", "keep going");
     // Below the settings' 10: the task's own limit wins.
     task.max_turns = Some(2);
-    let trajectory = rollout(&slots, &model(&fake), &task, &settings(native())).await;
-    assert_eq!(fake.violations(), Vec::<String>::new());
-    assert!(overruns.lock().unwrap().is_empty());
+    let (trajectory, fake) = scripted(&slots, &task, replies, Duration::from_secs(30)).await;
     assert_eq!(trajectory.termination, Termination::MaxTurns);
     assert_eq!(trajectory.turns, 2);
     assert_eq!(fake.requests().len(), 2);
@@ -623,25 +605,14 @@ async fn a_task_s_max_turns_ends_the_rollout_with_every_call_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_ids_a_server_reuses_across_turns_are_made_unique() {
     let Some(slots) = slots(1).await else { return };
-    let script = Script::new().on(
-        "same ids",
-        vec![
-            Reply::terminal("call_0", "echo a"),
-            Reply::terminal("call_0", "echo b"),
-            Reply::text("done"),
-        ],
-    );
-    let (fake, overruns) = fake(script, FakeConfig::default()).await;
-    let trajectory = rollout(
-        &slots,
-        &model(&fake),
-        &task("t", "same ids"),
-        &settings(native()),
-    )
-    .await;
+    let replies = vec![
+        Reply::terminal("call_0", "echo a"),
+        Reply::terminal("call_0", "echo b"),
+        Reply::text("done"),
+    ];
     // The fake checks ids across the whole conversation it is sent.
-    assert_eq!(fake.violations(), Vec::<String>::new());
-    assert!(overruns.lock().unwrap().is_empty());
+    let timeout = Duration::from_secs(30);
+    let (trajectory, _) = scripted(&slots, &task("t", "same ids"), replies, timeout).await;
     assert_eq!(trajectory.termination, Termination::Stop);
     let ids: Vec<String> = trajectory
         .messages

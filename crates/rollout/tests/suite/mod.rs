@@ -160,6 +160,24 @@ pub(crate) async fn rollout(
     .expect("not cancelled")
 }
 
+/// Runs `task` in `slots` against the fake answering its prompt with `replies` (each request
+/// timing out after `request_timeout`), and checks that the fake saw no protocol breach and the
+/// script was not overrun. Returns the trajectory and the fake (for its requests).
+pub(crate) async fn scripted(
+    slots: &Slots,
+    task: &Task,
+    replies: Vec<slotbox_fake_openai::Reply>,
+    request_timeout: Duration,
+) -> (Trajectory, FakeModel) {
+    let script = Script::new().on(task.prompt.clone(), replies);
+    let (fake, overruns) = fake(script, FakeConfig::default()).await;
+    let model = model_with_timeout(&fake, request_timeout);
+    let trajectory = rollout(slots, &model, task, &settings(CallFormat::Native)).await;
+    assert_eq!(fake.violations(), Vec::<String>::new());
+    assert!(overruns.lock().unwrap().is_empty());
+    (trajectory, fake)
+}
+
 /// The trajectory answers every call exactly once, in order, right after its assistant message.
 pub(crate) fn assert_every_call_answered(messages: &[Message]) {
     let mut open: Vec<String> = Vec::new();
