@@ -65,19 +65,28 @@ pub fn process_alive(needle: &str) -> bool {
 
 /// How many processes on the host have `needle` in their command line.
 pub fn count_processes(needle: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|entry| {
-            std::fs::read(entry.path().join("cmdline"))
-                .map(|cmdline| {
-                    String::from_utf8_lossy(&cmdline)
-                        .replace('\0', " ")
-                        .contains(needle)
-                })
-                .unwrap_or(false)
+    command_lines()
+        .filter(|cmdline| {
+            String::from_utf8_lossy(cmdline)
+                .replace('\0', " ")
+                .contains(needle)
         })
         .count()
+}
+
+/// How many processes on the host are named exactly `name` (their argv[0], as `exec -a` sets
+/// it), unlike `count_processes` not counting a shell whose arguments merely mention it.
+pub fn count_named(name: &str) -> usize {
+    command_lines()
+        .filter(|cmdline| cmdline.split(|&byte| byte == 0).next() == Some(name.as_bytes()))
+        .count()
+}
+
+/// Every readable `/proc/*/cmdline` (NUL-separated arguments).
+fn command_lines() -> impl Iterator<Item = Vec<u8>> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
 }

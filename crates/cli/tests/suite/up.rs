@@ -11,6 +11,7 @@ use super::process_alive;
 use super::serve::http;
 use super::serve::lease;
 use super::serve::listening;
+use slotbox_test_support::count_named;
 use slotbox_test_support::count_processes;
 
 /// Children of `parent` (their pids).
@@ -115,19 +116,6 @@ fn stopping_a_local_pool_under_load_leaves_no_process() {
         return;
     }
     stop_under_load(&[]);
-}
-
-/// How many processes are named `name` (their argv[0], as `exec -a` sets it).
-fn count_named(name: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|entry| {
-            std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| {
-                cmdline.split(|&byte| byte == 0).next() == Some(name.as_bytes())
-            })
-        })
-        .count()
 }
 
 /// Whether process `pid` runs (a zombie does not: once its parent is gone, reaping it is up to
